@@ -1,6 +1,7 @@
 """Accuracy and speed of a predictor on labelled folders (`labels.csv` with `file,age,gender`).
 
-    python -m ml evaluate --data ../shared/datasets/utkface --data ../shared/datasets/aaf-train --limit 300 --peer
+    python -m ml evaluate --data ../shared/datasets/utkface --data ../shared/datasets/aaf-train \
+        --limit 300 --peer --json var/evaluation.json
 
 Every image goes through the public `predict(path, whole_image_fallback=True)`, so what is measured is
 what is served, decoding and detection included. Where an image yields several faces, the largest box

