@@ -1,0 +1,168 @@
+"""Settings for the age & gender site, read from the environment with embedded defaults.
+
+With no environment at all the site runs locally: SQLite, private files under `var/media`, Redis at
+redis://127.0.0.1:6379/0. `DATABASE_URL` switches to PostgreSQL; `AGEGENDER_S3_BUCKET` switches the
+uploaded images to S3 (or MinIO with `AGEGENDER_S3_ENDPOINT_URL`). See README.md for the full table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from agegender_site.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("AGEGENDER_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production")
+if not DEBUG and SECRET_KEY.startswith("dev-only"):
+    raise ValueError("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "predictions",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+if not DEBUG:  # runserver serves static files itself; gunicorn gets them from WhiteNoise
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+
+ROOT_URLCONF = "agegender_site.urls"
+WSGI_APPLICATION = "agegender_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite by default, anything dj-database-url understands with DATABASE_URL ----------
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file (not the in-memory default) so that the test worker and live-server threads share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "predictions:history"
+LOGOUT_REDIRECT_URL = "predictions:upload"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# --- Storage of uploaded images: private local folder by default, S3 when a bucket is set -------
+AGEGENDER_S3_BUCKET = env_str("AGEGENDER_S3_BUCKET", "")
+MEDIA_ROOT = Path(env_str("AGEGENDER_MEDIA_ROOT", str(VAR_DIR / "media")))
+_STATIC_BACKEND = (
+    "django.contrib.staticfiles.storage.StaticFilesStorage"
+    if DEBUG
+    else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+)
+if AGEGENDER_S3_BUCKET:
+    _DEFAULT_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AGEGENDER_S3_BUCKET,
+            "endpoint_url": env_str("AGEGENDER_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("AGEGENDER_S3_REGION", "") or None,
+            "access_key": env_str("AWS_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("AWS_SECRET_ACCESS_KEY", "") or None,
+            "default_acl": "private",
+            "querystring_auth": True,  # every URL handed out is signed ...
+            "querystring_expire": env_int("AGEGENDER_S3_URL_EXPIRE", 300),  # ... and short-lived
+            "file_overwrite": False,
+            "addressing_style": env_str("AGEGENDER_S3_ADDRESSING_STYLE", "path"),
+        },
+    }
+else:
+    # `base_url=None`: there is no public media URL; images are served by an ownership-checking view.
+    _DEFAULT_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": None},
+    }
+STORAGES = {"default": _DEFAULT_STORAGE, "staticfiles": {"BACKEND": _STATIC_BACKEND}}
+
+# --- Uploads ----------------------------------------------------------------------------------------
+AGEGENDER_MAX_UPLOAD_BYTES = env_int("AGEGENDER_MAX_UPLOAD_MB", 15) * 1024 * 1024
+AGEGENDER_MAX_FILES_PER_UPLOAD = env_int("AGEGENDER_MAX_FILES_PER_UPLOAD", 20)
+AGEGENDER_ALLOWED_EXTENSIONS = env_list("AGEGENDER_ALLOWED_EXTENSIONS", ["jpg", "jpeg", "png", "webp"])
+AGEGENDER_MAX_IMAGE_PIXELS = env_int("AGEGENDER_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000
+DATA_UPLOAD_MAX_NUMBER_FILES = AGEGENDER_MAX_FILES_PER_UPLOAD
+# Request bodies above this are refused before reaching the view (a whole batch).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# --- Celery: Redis broker, JSON only, one job at a time per worker process ----------------------
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+AGEGENDER_QUEUE = env_str("AGEGENDER_QUEUE", "predictions")
+CELERY_TASK_DEFAULT_QUEUE = AGEGENDER_QUEUE
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis redelivers an unacknowledged job after this many seconds; must exceed the hard time limit.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("AGEGENDER_VISIBILITY_TIMEOUT", 3600)}
+AGEGENDER_TASK_SOFT_TIME_LIMIT = env_int("AGEGENDER_TASK_SOFT_TIME_LIMIT", 120)
+AGEGENDER_TASK_TIME_LIMIT = env_int("AGEGENDER_TASK_TIME_LIMIT", 150)
+AGEGENDER_PREDICT_TASK = "worker.predict"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

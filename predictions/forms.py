@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """A file field that accepts several files; each is checked on its own by the view."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: object, initial: object = None) -> list[UploadedFile]:
+        files = data if isinstance(data, list | tuple) else [data]
+        files = [file for file in files if file]
+        if not files:
+            raise forms.ValidationError("Choose at least one photo.", code="required")
+        return files
+
+
+class UploadForm(forms.Form):
+    images = MultipleFileField(label="Photos", required=True)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        accept = ",".join(f".{ext}" for ext in settings.AGEGENDER_ALLOWED_EXTENSIONS)
+        self.fields["images"].widget.attrs.update({"accept": accept, "multiple": True})

@@ -1,0 +1,115 @@
+"""A prediction is one uploaded photo and the job that estimates age and gender for its faces."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def _upload_to(instance: Prediction, filename: str) -> str:
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
+    return f"uploads/{timezone.now():%Y/%m}/{instance.id.hex}.{extension}"
+
+
+def _thumbnail_to(instance: Prediction, filename: str) -> str:
+    return f"thumbnails/{timezone.now():%Y/%m}/{instance.id.hex}.jpg"
+
+
+class Prediction(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        PROCESSING = "processing", "Processing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="predictions"
+    )
+    # For anonymous visitors: a random key kept in their session (it survives the key rotation at login).
+    session_key = models.CharField(max_length=64, blank=True, db_index=True)
+    image = models.FileField(upload_to=_upload_to, max_length=255)
+    original_name = models.CharField(max_length=255)
+    thumbnail = models.FileField(upload_to=_thumbnail_to, max_length=255, blank=True)
+    image_width = models.PositiveIntegerField(null=True, blank=True)
+    image_height = models.PositiveIntegerField(null=True, blank=True)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    error = models.CharField(max_length=500, blank=True)
+    model_version = models.CharField(max_length=100, blank=True, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    inference_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(owner__isnull=False) | ~models.Q(session_key=""),
+                name="prediction_has_owner",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.original_name} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def total_ms(self) -> int | None:
+        if self.finished_at is None:
+            return None
+        return round((self.finished_at - self.created_at).total_seconds() * 1000)
+
+
+class Face(models.Model):
+    """One face of a prediction; field names match `ml.Face` and the JSON status API."""
+
+    class Gender(models.TextChoices):
+        FEMALE = "female", "Female"
+        MALE = "male", "Male"
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="faces")
+    index = models.PositiveSmallIntegerField()
+    x1 = models.IntegerField()
+    y1 = models.IntegerField()
+    x2 = models.IntegerField()
+    y2 = models.IntegerField()
+    detected = models.BooleanField(default=True)
+    detection_confidence = models.FloatField()
+    age = models.FloatField()
+    age_low = models.FloatField()
+    age_high = models.FloatField()
+    gender = models.CharField(max_length=8, choices=Gender.choices)
+    gender_confidence = models.FloatField()
+
+    class Meta:
+        ordering = ["prediction", "index"]
+        constraints = [models.UniqueConstraint(fields=["prediction", "index"], name="face_unique_index")]
+
+    def __str__(self) -> str:
+        return f"face {self.index}: {self.gender}, {self.age:.0f}"
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return (self.x1, self.y1, self.x2, self.y2)
+
+    def to_dict(self) -> dict:
+        return {
+            "box": list(self.box),
+            "detected": self.detected,
+            "detection_confidence": round(self.detection_confidence, 4),
+            "age": round(self.age, 1),
+            "age_low": round(self.age_low, 1),
+            "age_high": round(self.age_high, 1),
+            "gender": self.gender,
+            "gender_confidence": round(self.gender_confidence, 4),
+        }

@@ -1,0 +1,44 @@
+"""Reads: who may see which predictions."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import Count, Q, QuerySet
+
+from predictions.models import Prediction
+
+
+def _owned_by(*, user: AbstractBaseUser | AnonymousUser, session_key: str) -> Q:
+    if user.is_authenticated:
+        return Q(owner=user)
+    if session_key:
+        return Q(owner__isnull=True, session_key=session_key)
+    return Q(pk__in=[])
+
+
+def prediction_list_for_viewer(
+    *, user: AbstractBaseUser | AnonymousUser, session_key: str
+) -> QuerySet[Prediction]:
+    """The viewer's own predictions, newest first, with their face counts."""
+    return (
+        Prediction.objects.filter(_owned_by(user=user, session_key=session_key))
+        .annotate(face_count=Count("faces"))
+        .order_by("-created_at")
+    )
+
+
+def prediction_get_for_viewer(
+    *,
+    prediction_id: uuid.UUID,
+    user: AbstractBaseUser | AnonymousUser,
+    session_key: str,
+    for_change: bool = False,
+) -> Prediction | None:
+    """The prediction if the viewer owns it (staff may also read any). None otherwise."""
+    rule = _owned_by(user=user, session_key=session_key)
+    if not for_change and getattr(user, "is_staff", False):
+        rule = Q()
+    return Prediction.objects.filter(rule, pk=prediction_id).prefetch_related("faces").first()

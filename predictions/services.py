@@ -1,0 +1,191 @@
+"""Writes: every change to predictions goes through these functions (views, admin and worker call them)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.utils import timezone
+
+from predictions.models import Face, Prediction
+from predictions.uploads import CheckedImage
+
+logger = logging.getLogger(__name__)
+
+_FACE_FIELDS = (
+    "detected",
+    "detection_confidence",
+    "age",
+    "age_low",
+    "age_high",
+    "gender",
+    "gender_confidence",
+)
+
+
+def _enqueue_on_commit(prediction_id: uuid.UUID) -> None:
+    """Send the job by task name once the row is visible to the worker (the web never imports it)."""
+
+    def send() -> None:
+        current_app.send_task(
+            settings.AGEGENDER_PREDICT_TASK, args=[str(prediction_id)], queue=settings.AGEGENDER_QUEUE
+        )
+
+    transaction.on_commit(send)
+
+
+def _delete_files_on_commit(names: Iterable[str]) -> None:
+    storage = Prediction._meta.get_field("image").storage
+    for name in [name for name in names if name]:
+        transaction.on_commit(lambda name=name: storage.delete(name))
+
+
+def prediction_create(
+    *, upload: UploadedFile, checked: CheckedImage, owner: AbstractBaseUser | None, session_key: str
+) -> Prediction:
+    """Store the photo and create its row, queued; either both happen or neither does."""
+    if owner is None and not session_key:
+        raise ValueError("a prediction needs an owner or a session key")
+    prediction = Prediction(
+        owner=owner if owner is not None else None,
+        session_key="" if owner is not None else session_key,
+        original_name=(upload.name or "photo")[-255:],
+        image_width=checked.width,
+        image_height=checked.height,
+    )
+    upload.seek(0)
+    prediction.image.save(f"upload.{checked.extension}", upload, save=False)  # storage first ...
+    try:
+        with transaction.atomic():
+            prediction.save(force_insert=True)  # ... then the row
+            _enqueue_on_commit(prediction.id)
+    except BaseException:
+        prediction.image.storage.delete(prediction.image.name)  # no file without a row
+        raise
+    return prediction
+
+
+def prediction_start(*, prediction_id: uuid.UUID | str) -> Prediction | None:
+    """Mark a prediction as processing (for the worker). None when the row is gone."""
+    with transaction.atomic():
+        prediction = Prediction.objects.select_for_update().filter(pk=prediction_id).first()
+        if prediction is None:
+            return None
+        prediction.status = Prediction.Status.PROCESSING
+        prediction.error = ""
+        prediction.started_at = timezone.now()
+        prediction.finished_at = None
+        prediction.attempts += 1
+        prediction.save(update_fields=["status", "error", "started_at", "finished_at", "attempts"])
+    return prediction
+
+
+def prediction_finish(
+    *,
+    prediction_id: uuid.UUID | str,
+    faces: Iterable[Mapping[str, Any]],
+    model_version: str,
+    image_width: int,
+    image_height: int,
+    inference_ms: int,
+    thumbnail_jpeg: bytes | None = None,
+) -> Prediction | None:
+    """Record the faces found (replacing any earlier ones: safe to run twice). None when the row is gone."""
+    storage = Prediction._meta.get_field("thumbnail").storage
+    thumbnail_name = ""
+    if thumbnail_jpeg:
+        thumbnail_name = storage.save(
+            Prediction._meta.get_field("thumbnail").generate_filename(
+                Prediction(id=uuid.UUID(str(prediction_id))), "thumbnail.jpg"
+            ),
+            ContentFile(thumbnail_jpeg),
+        )
+    try:
+        with transaction.atomic():
+            prediction = Prediction.objects.select_for_update().filter(pk=prediction_id).first()
+            if prediction is None:
+                storage.delete(thumbnail_name) if thumbnail_name else None
+                return None
+            old_thumbnail = prediction.thumbnail.name
+            prediction.faces.all().delete()
+            Face.objects.bulk_create(
+                Face(
+                    prediction=prediction,
+                    index=index,
+                    x1=int(face["box"][0]),
+                    y1=int(face["box"][1]),
+                    x2=int(face["box"][2]),
+                    y2=int(face["box"][3]),
+                    **{field: face[field] for field in _FACE_FIELDS},
+                )
+                for index, face in enumerate(faces)
+            )
+            prediction.status = Prediction.Status.DONE
+            prediction.error = ""
+            prediction.model_version = model_version[:100]
+            prediction.image_width = image_width
+            prediction.image_height = image_height
+            prediction.inference_ms = inference_ms
+            prediction.finished_at = timezone.now()
+            if thumbnail_name:
+                prediction.thumbnail.name = thumbnail_name
+            prediction.save()
+            if thumbnail_name and old_thumbnail and old_thumbnail != thumbnail_name:
+                _delete_files_on_commit([old_thumbnail])
+    except BaseException:
+        if thumbnail_name:
+            storage.delete(thumbnail_name)
+        raise
+    return prediction
+
+
+def prediction_fail(
+    *, prediction_id: uuid.UUID | str, error: str, model_version: str = ""
+) -> Prediction | None:
+    """Record a readable reason why a prediction could not be made. None when the row is gone."""
+    with transaction.atomic():
+        prediction = Prediction.objects.select_for_update().filter(pk=prediction_id).first()
+        if prediction is None:
+            return None
+        prediction.faces.all().delete()
+        prediction.status = Prediction.Status.FAILED
+        prediction.error = error[:500]
+        if model_version:
+            prediction.model_version = model_version[:100]
+        prediction.finished_at = timezone.now()
+        prediction.save(update_fields=["status", "error", "model_version", "finished_at"])
+    return prediction
+
+
+def prediction_rerun(*, prediction: Prediction) -> None:
+    """Queue a prediction again (admin action); the worker replaces its faces."""
+    with transaction.atomic():
+        Prediction.objects.filter(pk=prediction.pk).update(
+            status=Prediction.Status.QUEUED, error="", started_at=None, finished_at=None
+        )
+        _enqueue_on_commit(prediction.pk)
+
+
+def prediction_delete(*, prediction: Prediction) -> None:
+    """Delete a prediction, its faces and its stored files (files go once the delete has committed)."""
+    with transaction.atomic():
+        names = [prediction.image.name, prediction.thumbnail.name]
+        prediction.delete()
+        _delete_files_on_commit(names)
+
+
+def predictions_claim(*, session_key: str, user: AbstractBaseUser) -> int:
+    """Give the anonymous predictions of a session to the user who just logged in."""
+    if not session_key:
+        return 0
+    return Prediction.objects.filter(owner__isnull=True, session_key=session_key).update(
+        owner=user, session_key=""
+    )

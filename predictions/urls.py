@@ -1,0 +1,15 @@
+from django.urls import path
+
+from predictions import views
+
+app_name = "predictions"
+
+urlpatterns = [
+    path("", views.upload, name="upload"),
+    path("history/", views.history, name="history"),
+    path("p/<uuid:prediction_id>/", views.detail, name="detail"),
+    path("p/<uuid:prediction_id>/status/", views.status, name="status"),
+    path("p/<uuid:prediction_id>/image/", views.image, name="image"),
+    path("p/<uuid:prediction_id>/thumbnail/", views.thumbnail, name="thumbnail"),
+    path("p/<uuid:prediction_id>/delete/", views.delete, name="delete"),
+]

@@ -1,0 +1,204 @@
+"""Thin views: parse the request, check access (404 for anything not yours), call a service or selector."""
+
+from __future__ import annotations
+
+import mimetypes
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.forms import UserCreationForm
+from django.core.files.storage import FileSystemStorage
+from django.core.paginator import Paginator
+from django.db.models.fields.files import FieldFile
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from predictions import selectors, services
+from predictions.forms import UploadForm
+from predictions.models import Prediction
+from predictions.signals import VISITOR_KEY
+from predictions.uploads import UploadRejected, allowed_extensions_text, check_image_upload
+
+HISTORY_PAGE_SIZE = 12
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    name: str
+    prediction: Prediction | None = None
+    error: str = ""
+
+
+def _visitor_key(request: HttpRequest, *, create: bool = False) -> str:
+    key = request.session.get(VISITOR_KEY, "")
+    if not key and create:
+        key = secrets.token_urlsafe(24)
+        request.session[VISITOR_KEY] = key
+    return key
+
+
+def _get_prediction_or_404(
+    request: HttpRequest, prediction_id: uuid.UUID, *, for_change: bool = False
+) -> Prediction:
+    prediction = selectors.prediction_get_for_viewer(
+        prediction_id=prediction_id,
+        user=request.user,
+        session_key=_visitor_key(request),
+        for_change=for_change,
+    )
+    if prediction is None:
+        raise Http404("No such prediction.")
+    return prediction
+
+
+def status_payload(prediction: Prediction) -> dict:
+    """The JSON status shape; face fields are named as in `ml.Face.to_dict()`."""
+    faces = [face.to_dict() for face in prediction.faces.all()] if prediction.status == "done" else []
+    return {
+        "id": str(prediction.id),
+        "status": prediction.status,
+        "status_display": prediction.get_status_display(),
+        "error": prediction.error,
+        "finished": prediction.is_finished,
+        "model_version": prediction.model_version,
+        "image_width": prediction.image_width,
+        "image_height": prediction.image_height,
+        "face_count": len(faces),
+        "faces": faces,
+        "created_at": prediction.created_at.isoformat(),
+        "started_at": prediction.started_at.isoformat() if prediction.started_at else None,
+        "finished_at": prediction.finished_at.isoformat() if prediction.finished_at else None,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+def upload(request: HttpRequest) -> HttpResponse:
+    outcomes: list[UploadOutcome] = []
+    if request.method == "POST":
+        form = UploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            owner = request.user if request.user.is_authenticated else None
+            session_key = "" if owner else _visitor_key(request, create=True)
+            for upload_file in form.cleaned_data["images"]:
+                try:
+                    checked = check_image_upload(upload_file)
+                except UploadRejected as exc:
+                    outcomes.append(UploadOutcome(name=upload_file.name or "?", error=str(exc)))
+                    continue
+                prediction = services.prediction_create(
+                    upload=upload_file, checked=checked, owner=owner, session_key=session_key
+                )
+                outcomes.append(UploadOutcome(name=upload_file.name or "?", prediction=prediction))
+            if len(outcomes) == 1 and outcomes[0].prediction is not None:
+                return redirect("predictions:detail", prediction_id=outcomes[0].prediction.id)
+            form = UploadForm()
+    else:
+        form = UploadForm()
+    any_rejected = any(outcome.error for outcome in outcomes)
+    context = {
+        "form": form,
+        "outcomes": outcomes,
+        "allowed_extensions": allowed_extensions_text(),
+        "max_upload_mb": settings.AGEGENDER_MAX_UPLOAD_BYTES // (1024 * 1024),
+        "max_files": settings.AGEGENDER_MAX_FILES_PER_UPLOAD,
+    }
+    status = 400 if (form.errors or (any_rejected and not any(o.prediction for o in outcomes))) else 200
+    return render(request, "predictions/upload.html", context, status=status)
+
+
+def _face_boxes(payload: dict) -> list[dict]:
+    """Faces with their boxes as percentages of the photo, so they scale with the displayed image."""
+    width, height = payload["image_width"] or 1, payload["image_height"] or 1
+    boxes = []
+    for face in payload["faces"]:
+        x1, y1, x2, y2 = face["box"]
+        boxes.append(
+            {
+                **face,
+                "left": round(100 * x1 / width, 3),
+                "top": round(100 * y1 / height, 3),
+                "width": round(100 * (x2 - x1) / width, 3),
+                "height": round(100 * (y2 - y1) / height, 3),
+                "gender_percent": round(100 * face["gender_confidence"]),
+            }
+        )
+    return boxes
+
+
+@require_GET
+def detail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
+    prediction = _get_prediction_or_404(request, prediction_id)
+    payload = status_payload(prediction)
+    context = {"prediction": prediction, "boxes": _face_boxes(payload)}
+    return render(request, "predictions/detail.html", context)
+
+
+@require_GET
+def status(request: HttpRequest, prediction_id: uuid.UUID) -> JsonResponse:
+    prediction = _get_prediction_or_404(request, prediction_id)
+    response = JsonResponse(status_payload(prediction))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _serve_file(field: FieldFile) -> HttpResponse:
+    """Stream a private local file, or redirect to a short-lived signed URL on S3."""
+    if not field.name:
+        raise Http404("No file.")
+    storage = field.storage
+    if not isinstance(storage, FileSystemStorage):
+        return HttpResponseRedirect(storage.url(field.name))
+    try:
+        handle = storage.open(field.name, "rb")
+    except FileNotFoundError:
+        raise Http404("The file is gone.") from None
+    content_type = mimetypes.guess_type(field.name)[0] or "application/octet-stream"
+    response = FileResponse(handle, content_type=content_type)
+    response["Cache-Control"] = "private, max-age=300"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_GET
+def image(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
+    return _serve_file(_get_prediction_or_404(request, prediction_id).image)
+
+
+@require_GET
+def thumbnail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
+    prediction = _get_prediction_or_404(request, prediction_id)
+    return _serve_file(prediction.thumbnail if prediction.thumbnail else prediction.image)
+
+
+@require_http_methods(["GET", "POST"])
+def delete(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
+    prediction = _get_prediction_or_404(request, prediction_id, for_change=True)
+    if request.method == "POST":
+        services.prediction_delete(prediction=prediction)
+        messages.success(request, f"Deleted {prediction.original_name}.")
+        return redirect("predictions:history")
+    return render(request, "predictions/delete.html", {"prediction": prediction})
+
+
+@require_GET
+def history(request: HttpRequest) -> HttpResponse:
+    predictions = selectors.prediction_list_for_viewer(user=request.user, session_key=_visitor_key(request))
+    page = Paginator(predictions, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "predictions/history.html", {"page": page})
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome, {user.get_username()}.")
+        return redirect(reverse("predictions:history"))
+    return render(request, "registration/signup.html", {"form": form})

@@ -1,0 +1,134 @@
+// Progressive enhancement: the pages work without this file.
+// Upload page: drag-and-drop and previews. Result page: poll the JSON status and draw the boxes.
+(function () {
+  "use strict";
+  document.documentElement.classList.add("js");
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (key) { node.setAttribute(key, attrs[key]); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // ---- upload: drop zone + previews ---------------------------------------------------------
+  var form = document.getElementById("upload-form");
+  if (form) {
+    var input = form.querySelector("input[type=file]");
+    var zone = document.getElementById("dropzone");
+    var previews = document.getElementById("previews");
+    var accept = (input.getAttribute("accept") || "").split(",");
+
+    var showPreviews = function () {
+      previews.innerHTML = "";
+      Array.prototype.forEach.call(input.files, function (file) {
+        var item = el("li");
+        var ext = "." + file.name.split(".").pop().toLowerCase();
+        if (accept.indexOf(ext) === -1) {
+          item.appendChild(el("span", { class: "warn" }, "not an accepted type: "));
+        } else {
+          var img = el("img", { alt: "" });
+          img.src = URL.createObjectURL(file);
+          item.appendChild(img);
+        }
+        item.appendChild(document.createTextNode(file.name));
+        previews.appendChild(item);
+      });
+    };
+    input.addEventListener("change", showPreviews);
+    ["dragenter", "dragover"].forEach(function (name) {
+      zone.addEventListener(name, function (event) { event.preventDefault(); zone.classList.add("dragover"); });
+    });
+    ["dragleave", "drop"].forEach(function (name) {
+      zone.addEventListener(name, function (event) { event.preventDefault(); zone.classList.remove("dragover"); });
+    });
+    zone.addEventListener("drop", function (event) {
+      if (event.dataTransfer && event.dataTransfer.files.length) {
+        input.files = event.dataTransfer.files;
+        showPreviews();
+      }
+    });
+  }
+
+  // ---- status polling -----------------------------------------------------------------------
+  function poll(url, onUpdate) {
+    var delay = 700;
+    var tick = function () {
+      fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then(function (response) { if (!response.ok) throw new Error(response.status); return response.json(); })
+        .then(function (data) {
+          onUpdate(data);
+          if (!data.finished) { delay = Math.min(delay * 1.3, 4000); setTimeout(tick, delay); }
+        })
+        .catch(function () { delay = Math.min(delay * 2, 10000); setTimeout(tick, delay); });
+    };
+    setTimeout(tick, delay);
+  }
+
+  function setStatus(node, data) {
+    node.textContent = data.status_display;
+    node.className = "status status-" + data.status;
+  }
+
+  function pct(value, total) { return (100 * value / (total || 1)).toFixed(3) + "%"; }
+
+  function renderFaces(data) {
+    var boxes = document.getElementById("boxes");
+    var faces = document.getElementById("faces");
+    boxes.innerHTML = "";
+    faces.innerHTML = "";
+    if (data.status === "failed") {
+      faces.appendChild(el("p", { class: "failed" }, "Could not estimate: " + data.error));
+      return;
+    }
+    if (data.status !== "done") {
+      faces.appendChild(el("p", { class: "waiting" }, "Working on it… this page updates by itself."));
+      return;
+    }
+    if (!data.faces.length) {
+      faces.appendChild(el("p", { class: "no-faces" }, "No face found in this photo."));
+      return;
+    }
+    var list = el("ol", { class: "face-list" });
+    data.faces.forEach(function (face, index) {
+      var box = el("div", { class: "box" });
+      box.style.left = pct(face.box[0], data.image_width);
+      box.style.top = pct(face.box[1], data.image_height);
+      box.style.width = pct(face.box[2] - face.box[0], data.image_width);
+      box.style.height = pct(face.box[3] - face.box[1], data.image_height);
+      box.appendChild(el("span", { class: "box-label" }, String(index + 1)));
+      boxes.appendChild(box);
+      var item = el("li", { class: "face" });
+      item.appendChild(el("span", { class: "age" }, "Age " + Math.round(face.age)));
+      item.appendChild(document.createTextNode(" "));
+      item.appendChild(el("span", { class: "range" },
+        "(" + Math.round(face.age_low) + "–" + Math.round(face.age_high) + ")"));
+      item.appendChild(document.createTextNode(", "));
+      item.appendChild(el("span", { class: "gender" }, face.gender));
+      item.appendChild(document.createTextNode(" "));
+      item.appendChild(el("span", { class: "confidence" }, "(" + Math.round(100 * face.gender_confidence) + "% sure)"));
+      list.appendChild(item);
+    });
+    faces.appendChild(list);
+  }
+
+  var result = document.getElementById("result");
+  if (result && result.dataset.finished !== "true") {
+    poll(result.dataset.statusUrl, function (data) {
+      setStatus(document.getElementById("status"), data);
+      document.getElementById("error").textContent = data.error;
+      if (data.finished) {
+        var meta = result.querySelector(".meta");
+        if (meta && data.model_version && meta.textContent.indexOf("Model ") === -1) {
+          meta.insertBefore(document.createTextNode("Model " + data.model_version + " · "), meta.firstChild);
+        }
+        renderFaces(data);
+      }
+    });
+  }
+
+  Array.prototype.forEach.call(document.querySelectorAll(".outcome [data-status-url]"), function (node) {
+    if (/status-(done|failed)/.test(node.className)) return;
+    poll(node.getAttribute("data-status-url"), function (data) { setStatus(node, data); });
+  });
+})();

@@ -1,0 +1,119 @@
+"""Shared fixtures: private storage per test, real images, the real model and a real Celery worker."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def jpeg_bytes(array: np.ndarray, quality: int = 92) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpeg() -> bytes:
+    """A real photo with exactly one (female) face."""
+    from skimage import data
+
+    return jpeg_bytes(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def two_faces_jpeg() -> bytes:
+    """Two copies of the astronaut side by side: two faces."""
+    from skimage import data
+
+    image = data.astronaut()
+    return jpeg_bytes(np.concatenate([image, image[:, ::-1]], axis=1))
+
+
+@pytest.fixture(scope="session")
+def no_face_jpeg() -> bytes:
+    """A smooth gradient: a valid photo with no face in it."""
+    ramp = np.linspace(40, 220, 480, dtype=np.uint8)
+    image = np.stack([np.tile(ramp, (360, 1))] * 3, axis=-1)
+    return jpeg_bytes(image)
+
+
+@pytest.fixture(autouse=True)
+def private_media(settings, tmp_path: Path) -> Path:
+    """Every test stores uploads in its own private folder (never the developer's var/media)."""
+    media = tmp_path / "media"
+    media.mkdir()
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(media), "base_url": None},
+        },
+    }
+    return media
+
+
+def stored_files(root: Path) -> list[Path]:
+    return sorted(path for path in root.rglob("*") if path.is_file())
+
+
+# --- the real engine and a real worker ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def predictor():
+    """The real model, loaded once for the whole session (the in-process worker shares it)."""
+    from worker.model import get_predictor
+
+    return get_predictor()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, predictor) -> Iterator[object]:
+    """A real Celery worker thread consuming from a private queue on the real Redis at REDIS_URL."""
+    from celery.contrib.testing.worker import start_worker
+    from django.conf import settings
+
+    from agegender_site.celery import app
+
+    # A queue of its own, so that a worker of `make run` on the same Redis cannot take the test's jobs.
+    previous, settings.AGEGENDER_QUEUE = settings.AGEGENDER_QUEUE, f"test-predictions-{uuid.uuid4().hex[:8]}"
+    try:
+        with (
+            django_db_blocker.unblock(),
+            start_worker(
+                app,
+                pool="solo",
+                concurrency=1,
+                queues=[settings.AGEGENDER_QUEUE],
+                perform_ping_check=False,
+                loglevel="WARNING",
+                shutdown_timeout=60,
+            ) as worker,
+        ):
+            yield worker
+    finally:
+        settings.AGEGENDER_QUEUE = previous
+
+
+def wait_until_finished(client, prediction_id: object, timeout: float = 240.0) -> dict:
+    """Poll the JSON status endpoint the way the page does, until done or failed."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        response = client.get(f"/p/{prediction_id}/status/")
+        assert response.status_code == 200, response.content
+        payload = response.json()
+        if not seen or seen[-1] != payload["status"]:
+            seen.append(payload["status"])
+        if payload["finished"]:
+            payload["seen_statuses"] = seen
+            return payload
+        time.sleep(0.2)
+    raise AssertionError(f"prediction {prediction_id} not finished after {timeout}s; statuses seen: {seen}")

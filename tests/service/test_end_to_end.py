@@ -1,0 +1,102 @@
+"""Upload → real Redis → real Celery worker → real model → status endpoint says done."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from predictions import services
+from predictions.models import Prediction
+from tests.conftest import wait_until_finished
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def upload(client, name: str, content: bytes) -> Prediction:
+    response = client.post("/", {"images": [SimpleUploadedFile(name, content, content_type="image/jpeg")]})
+    assert response.status_code == 302, response.content.decode()
+    return Prediction.objects.get(original_name=name)
+
+
+def test_one_face_photo_ends_done_with_one_female_face(client, celery_worker, astronaut_jpeg):
+    prediction = upload(client, "astronaut.jpg", astronaut_jpeg)
+
+    status = wait_until_finished(client, prediction.id)
+
+    assert status["status"] == "done", status
+    assert status["face_count"] == 1
+    face = status["faces"][0]
+    assert face["gender"] == "female"
+    assert 0.5 <= face["gender_confidence"] <= 1.0
+    assert face["age_low"] <= face["age"] <= face["age_high"]
+    x1, y1, x2, y2 = face["box"]
+    assert 0 <= x1 < x2 <= 512 and 0 <= y1 < y2 <= 512
+    assert (status["image_width"], status["image_height"]) == (512, 512)
+    assert status["model_version"]
+    prediction.refresh_from_db()
+    assert prediction.faces.count() == 1
+    assert prediction.thumbnail.name and prediction.inference_ms is not None
+    assert prediction.started_at <= prediction.finished_at
+
+
+def test_photo_with_two_faces_reports_two(client, celery_worker, two_faces_jpeg):
+    prediction = upload(client, "twins.jpg", two_faces_jpeg)
+
+    status = wait_until_finished(client, prediction.id)
+
+    assert status["status"] == "done", status
+    assert status["face_count"] == 2
+    left, right = sorted(status["faces"], key=lambda face: face["box"][0])
+    assert left["box"][2] <= 512 <= right["box"][0]  # one face on each half
+    page = client.get(f"/p/{prediction.id}/").content.decode()
+    assert page.count('class="box"') == 2
+
+
+def test_photo_without_faces_is_done_with_zero_faces_shown_clearly(client, celery_worker, no_face_jpeg):
+    prediction = upload(client, "wall.jpg", no_face_jpeg)
+
+    status = wait_until_finished(client, prediction.id)
+
+    assert status["status"] == "done" and status["face_count"] == 0
+    assert "No face found in this photo." in client.get(f"/p/{prediction.id}/").content.decode()
+
+
+def test_a_file_the_engine_cannot_read_ends_failed_with_its_reason(client, celery_worker, private_media):
+    # Bypass the upload checks to reach the worker with garbage, as a corrupted store would.
+    session = client.session
+    session["predictions_visitor"] = "visitor-1"
+    session.save()
+    prediction = Prediction(original_name="garbage.jpg", session_key="visitor-1")
+    prediction.image.save("garbage.jpg", ContentFile(b"\x00garbage" * 100), save=True)
+    services.prediction_rerun(prediction=prediction)
+
+    status = wait_until_finished(client, prediction.id)
+
+    assert status["status"] == "failed"
+    assert status["error"] and "went wrong" not in status["error"]
+    assert status["faces"] == []
+
+
+def test_task_is_idempotent_and_exits_cleanly_when_the_row_is_gone(predictor, astronaut_jpeg, private_media):
+    from worker.tasks import predict
+
+    prediction = Prediction(original_name="a.jpg", session_key="visitor-2")
+    prediction.image.save("a.jpg", ContentFile(astronaut_jpeg), save=True)
+
+    assert predict(str(prediction.id)) == "done"
+    first = list(prediction.faces.values_list("id", flat=True))
+    assert predict(str(prediction.id)) == "done"
+    second = list(prediction.faces.values_list("id", flat=True))
+
+    assert len(first) == len(second) == 1 and first != second  # replaced, not added
+    prediction.refresh_from_db()
+    assert prediction.attempts == 2 and prediction.status == "done"
+    thumbnails = [p for p in private_media.rglob("*") if p.is_file() and "thumbnails" in p.parts]
+    assert len(thumbnails) == 1  # the first run's thumbnail was replaced, not left behind
+
+    prediction_id = str(prediction.id)
+    services.prediction_delete(prediction=prediction)
+    assert predict(prediction_id) == "gone"
+    assert [p for p in private_media.rglob("*") if p.is_file()] == []  # delete removed image and thumbnail
+    assert predict("not-a-uuid") == "ignored"

@@ -1,0 +1,133 @@
+"""Bad uploads get a clear message next to the file, and leave no row and no stored file behind."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from predictions.models import Prediction
+from tests.conftest import stored_files
+
+pytestmark = pytest.mark.django_db
+
+
+def post_files(client, *files: SimpleUploadedFile):
+    return client.post("/", {"images": list(files)})
+
+
+def jpeg(name: str, content: bytes) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, content, content_type="image/jpeg")
+
+
+@pytest.mark.parametrize(
+    ("make_file", "message"),
+    [
+        (lambda img: jpeg("notes.jpg", b"these are my notes, not a photo\n" * 20), "not an image"),
+        (lambda img: jpeg("empty.jpg", b""), "The file is empty."),
+        (lambda img: jpeg("truncated.jpg", img[: len(img) // 2]), "incomplete"),
+        (
+            lambda img: SimpleUploadedFile("photo.gif", img, content_type="image/gif"),
+            "Only JPG, JPEG, PNG, WEBP",
+        ),
+        (lambda img: SimpleUploadedFile("script.exe", img), "Only JPG, JPEG, PNG, WEBP"),
+        (lambda img: jpeg("noextension", img), "Only JPG, JPEG, PNG, WEBP"),
+    ],
+    ids=["not-an-image", "empty", "truncated", "gif-extension", "exe-extension", "no-extension"],
+)
+def test_bad_upload_is_rejected_with_a_clear_message_and_nothing_stored(
+    client, private_media, astronaut_jpeg, make_file, message
+):
+    upload = make_file(astronaut_jpeg)
+    response = post_files(client, upload)
+
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert upload.name in response.content.decode()  # the message sits next to the file's name
+    assert Prediction.objects.count() == 0
+    assert stored_files(private_media) == []
+
+
+def test_too_big_upload_is_rejected_with_the_limit_in_the_message(
+    client, settings, private_media, astronaut_jpeg
+):
+    settings.AGEGENDER_MAX_UPLOAD_BYTES = len(astronaut_jpeg) - 1
+
+    response = post_files(client, jpeg("big.jpg", astronaut_jpeg))
+
+    assert response.status_code == 400
+    assert "the limit is" in response.content.decode()
+    assert Prediction.objects.count() == 0
+    assert stored_files(private_media) == []
+
+
+def test_image_whose_content_is_not_an_allowed_format_is_rejected(client, private_media):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buffer, format="GIF")
+    response = post_files(client, jpeg("disguised.jpg", buffer.getvalue()))
+
+    assert response.status_code == 400
+    assert "is a GIF image" in response.content.decode()
+    assert Prediction.objects.count() == 0
+
+
+def test_no_file_at_all_asks_for_a_photo(client):
+    response = client.post("/", {})
+    assert response.status_code == 400
+    assert "Choose at least one photo." in response.content.decode()
+
+
+def test_good_files_of_a_batch_go_on_when_one_is_rejected(
+    client, private_media, astronaut_jpeg, no_face_jpeg, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post_files(
+            client,
+            jpeg("first.jpg", astronaut_jpeg),
+            jpeg("broken.jpg", b"nope"),
+            jpeg("third.jpg", no_face_jpeg),
+        )
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "broken.jpg" in page and "not an image" in page
+    created = list(Prediction.objects.order_by("original_name"))
+    assert [p.original_name for p in created] == ["first.jpg", "third.jpg"]
+    assert all(p.status == Prediction.Status.QUEUED for p in created)
+    for prediction in created:
+        assert f"/p/{prediction.id}/" in page
+        assert (private_media / prediction.image.name).read_bytes() in (astronaut_jpeg, no_face_jpeg)
+    assert len(stored_files(private_media)) == 2
+    assert len(callbacks) == 2  # one job enqueued per accepted photo, after the commit
+
+
+def test_single_good_upload_redirects_to_its_result_page(
+    client, astronaut_jpeg, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks():
+        response = post_files(client, jpeg("me.jpg", astronaut_jpeg))
+
+    prediction = Prediction.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/p/{prediction.id}/"
+    assert (prediction.image_width, prediction.image_height) == (512, 512)
+    assert prediction.image.name.endswith(".jpg")
+
+
+def test_row_and_file_both_vanish_when_the_row_cannot_be_saved(
+    client, private_media, astronaut_jpeg, monkeypatch
+):
+    def broken_save(self, *args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(Prediction, "save", broken_save)
+    client.raise_request_exception = False
+    response = post_files(client, jpeg("me.jpg", astronaut_jpeg))
+
+    assert response.status_code == 500
+    monkeypatch.undo()
+    assert Prediction.objects.count() == 0
+    assert stored_files(private_media) == []

@@ -1,0 +1,86 @@
+"""The prediction task: fetch by id, run the engine, record faces or a readable failure."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+
+from predictions import services
+from predictions.models import Prediction
+from worker.images import upright_size_and_thumbnail
+from worker.model import get_predictor
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    name=settings.AGEGENDER_PREDICT_TASK,
+    acks_late=True,  # a job whose worker dies mid-way goes back to the queue ...
+    reject_on_worker_lost=True,  # ... instead of being acknowledged as if it had run
+    soft_time_limit=settings.AGEGENDER_TASK_SOFT_TIME_LIMIT,
+    time_limit=settings.AGEGENDER_TASK_TIME_LIMIT,
+    ignore_result=True,
+)
+def predict(prediction_id: str) -> str:
+    """Estimate age and gender for every face of one prediction. Safe to run twice (faces are replaced)."""
+    try:
+        uuid.UUID(str(prediction_id))
+    except ValueError:
+        logger.warning("Ignoring a job with a malformed prediction id %r", prediction_id)
+        return "ignored"
+    prediction = services.prediction_start(prediction_id=prediction_id)
+    if prediction is None:
+        logger.info("Prediction %s is gone (deleted before it ran); nothing to do", prediction_id)
+        return "gone"
+    try:
+        return _run(prediction)
+    except SoftTimeLimitExceeded:
+        services.prediction_fail(prediction_id=prediction_id, error="The photo took too long to process.")
+        return "failed"
+    except Exception:
+        logger.exception("Prediction %s failed unexpectedly", prediction_id)
+        services.prediction_fail(
+            prediction_id=prediction_id, error="Something went wrong while processing this photo."
+        )
+        return "failed"
+
+
+def _run(prediction: Prediction) -> str:
+    from ml import ImageError  # light: `ml` imports TensorFlow only in Predictor.load()
+
+    try:
+        with prediction.image.open("rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        services.prediction_fail(
+            prediction_id=prediction.id, error="The uploaded photo is missing from storage."
+        )
+        return "failed"
+
+    predictor = get_predictor()
+    started = time.perf_counter()
+    try:
+        faces = predictor.predict(data)
+    except ImageError as exc:
+        services.prediction_fail(
+            prediction_id=prediction.id, error=str(exc), model_version=predictor.model_version
+        )
+        return "failed"
+    inference_ms = round((time.perf_counter() - started) * 1000)
+
+    upright = upright_size_and_thumbnail(data)
+    done = services.prediction_finish(
+        prediction_id=prediction.id,
+        faces=[face.to_dict() for face in faces],
+        model_version=predictor.model_version,
+        image_width=upright.width,
+        image_height=upright.height,
+        inference_ms=inference_ms,
+        thumbnail_jpeg=upright.thumbnail_jpeg,
+    )
+    return "done" if done is not None else "gone"
