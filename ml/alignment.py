@@ -1,0 +1,88 @@
+"""Five-point similarity alignment of a face onto a fixed template, and chip cropping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+#: The widely used 5-point template for a 112×112 face (eyes, nose tip, mouth corners).
+_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+)
+#: The chip shows more than the tight 112 template: forehead, hair line and chin matter for age.
+CHIP_EXPAND = 1.4
+_CENTRE = np.array([56.0, 60.0])
+
+
+def template(size: int) -> np.ndarray:
+    """The five template points in pixel coordinates of a `size`×`size` chip."""
+    return ((_TEMPLATE_112 - _CENTRE) / (112.0 * CHIP_EXPAND) + 0.5) * size
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (Umeyama) taking `src` points onto `dst`; returns 2×3."""
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    cov = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[-1] = -1
+    rotation = u @ np.diag(d) @ vt
+    var = (src_c**2).sum() / len(src)
+    scale = (s * d).sum() / var if var > 0 else 1.0
+    matrix = np.zeros((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = dst_mean - scale * rotation @ src_mean
+    return matrix
+
+
+def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return np.asarray(points, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]
+
+
+def _invert(matrix: np.ndarray) -> np.ndarray:
+    full = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    return np.linalg.inv(full)[:2]
+
+
+def align(rgb: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Warp the face with these five landmarks onto the template; returns a `size`×`size`×3 uint8 chip.
+
+    Only the region the chip needs is cropped (with replicated borders where it leaves the photo) and,
+    where the face is much larger than the chip, pre-shrunk so that the warp does not alias.
+    """
+    forward = similarity(landmarks, template(size))
+    inverse = _invert(forward)
+    corners = apply(inverse, np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64))
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
+    height, width = rgb.shape[:2]
+    crop = rgb[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
+    if crop.size == 0:
+        crop = np.zeros((1, 1, 3), dtype=np.uint8)
+    pads = ((max(0, -y0), max(0, y1 - height)), (max(0, -x0), max(0, x1 - width)), (0, 0))
+    crop = np.pad(crop, pads, mode="edge")
+    # chip pixel -> crop pixel
+    to_crop = inverse.copy()
+    to_crop[:, 2] -= (x0, y0)
+    shrink = math.floor(1.0 / math.sqrt(abs(np.linalg.det(forward[:, :2]))))
+    image = Image.fromarray(crop)
+    if shrink >= 2:
+        image = image.reduce(shrink)
+        to_crop /= shrink
+        # a box reduce maps pixel centres: x_small = (x + 0.5) / k - 0.5
+        to_crop[:, 2] += 0.5 / shrink - 0.5
+    # PIL samples at pixel centres of the output; offset so that coordinates are pixel-centre based.
+    a, b, c = to_crop[0]
+    d, e, f = to_crop[1]
+    c += 0.5 - 0.5 * (a + b)
+    f += 0.5 - 0.5 * (d + e)
+    chip = image.transform(
+        (size, size), Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR
+    )
+    return np.asarray(chip)

@@ -1,0 +1,127 @@
+"""Aligned face chips for training, made by the same detector and aligner that serve predictions.
+
+`build_cache(folder, size, cache_dir)` runs every labelled image of a folder through
+`ml.images.load_image` → `FaceDetector` → `alignment.align` and stores the result as
+`<cache_dir>/<dataset>-<size>.npz` (uint8 chips plus labels and a `detected` flag). Images where no face
+is found are cropped by the whole-image rule (as the service's `whole_image_fallback` does) and flagged.
+The cache is reused when it matches the folder's file list and the pipeline version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ml.data import Sample, read_labels
+
+PIPELINE_VERSION = "mtcnn1.0-align1.4-v1"
+
+
+def whole_image_landmarks(width: int, height: int) -> np.ndarray:
+    """Where the five landmarks sit if the image is a tight face crop (the `whole_image_fallback` rule)."""
+    from ml.alignment import _TEMPLATE_112
+
+    return _TEMPLATE_112 / 112.0 * np.array([width, height], dtype=np.float64)
+
+
+_detector = None
+BATCH = 16
+
+
+def _chip_batch(args: tuple[list[str], int]) -> list[tuple[np.ndarray, bool]]:
+    global _detector
+    paths, size = args
+    from ml.alignment import align
+    from ml.detection import FaceDetector
+    from ml.images import load_image
+
+    if _detector is None:
+        _detector = FaceDetector()
+    images = [np.asarray(load_image(path)) for path in paths]
+    out = []
+    for rgb, faces in zip(images, _detector.detect_many(images), strict=False):
+        if faces:
+            out.append((align(rgb, faces[0].landmarks, size), True))
+        else:
+            height, width = rgb.shape[:2]
+            out.append((align(rgb, whole_image_landmarks(width, height), size), False))
+    return out
+
+
+def _dims(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except OSError:
+        return (0, 0)
+
+
+def _fingerprint(samples: list[Sample], size: int) -> str:
+    digest = hashlib.sha256(f"{PIPELINE_VERSION}:{size}".encode())
+    for sample in samples:
+        digest.update(f"{sample.path.name}:{sample.age}:{sample.gender};".encode())
+    return digest.hexdigest()[:16]
+
+
+def build_cache(folder: str | Path, size: int, cache_dir: str | Path, workers: int = 2) -> Path:
+    folder, cache_dir = Path(folder), Path(cache_dir)
+    samples = read_labels(folder)
+    target = cache_dir / f"{folder.name}-{size}.npz"
+    fingerprint = _fingerprint(samples, size)
+    if target.is_file():
+        with np.load(target) as cached:
+            if str(cached["fingerprint"]) == fingerprint:
+                return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    chips = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
+    detected = np.zeros(len(samples), dtype=bool)
+    started = time.time()
+    # Same-sized images batch best: order by size, keep the original index.
+    dims = [_dims(s.path) for s in samples]
+    order = sorted(range(len(samples)), key=lambda i: (dims[i], i))
+    jobs = [([str(samples[j].path) for j in order[k : k + BATCH]], size) for k in range(0, len(order), BATCH)]
+    ctx = mp.get_context("spawn")
+    done = 0
+    with ctx.Pool(workers) as pool:
+        for k, results in enumerate(pool.imap(_chip_batch, jobs)):
+            for offset, (chip, found) in enumerate(results):
+                i = order[k * BATCH + offset]
+                chips[i], detected[i] = chip, found
+            done += len(results)
+            if done % 1008 < BATCH or done == len(samples):
+                rate = done / (time.time() - started)
+                print(
+                    f"[chips] {folder.name}: {done}/{len(samples)} ({rate:.1f} img/s, "
+                    f"{detected.sum() / done:.1%} detected)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    np.savez(
+        target.with_suffix(".tmp.npz"),
+        chips=chips,
+        files=np.array([s.path.name for s in samples]),
+        ages=np.array([s.age for s in samples], dtype=np.int16),
+        genders=np.array([s.gender == "male" for s in samples], dtype=np.uint8),
+        detected=detected,
+        fingerprint=np.array(fingerprint),
+    )
+    target.with_suffix(".tmp.npz").replace(target)
+    (cache_dir / f"{folder.name}-{size}.json").write_text(
+        json.dumps(
+            {"images": len(samples), "detected": float(detected.mean()), "seconds": time.time() - started}
+        )
+    )
+    return target
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[2:]:
+        print(build_cache(arg, int(sys.argv[1]), "var/cache"))

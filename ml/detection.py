@@ -1,0 +1,120 @@
+"""Face detection with MTCNN (the `mtcnn` package, whose weights ship inside its wheel).
+
+Thresholds (documented in the README and the model card):
+- a detection is kept when MTCNN's final confidence is at least `MIN_CONFIDENCE` (0.90) and its box is
+  at least `MIN_FACE_PX` (20) pixels on its shorter side, measured in the original image;
+- photos are scaled so that their longer side is at most `DETECT_MAX_SIDE` (800) pixels before detection,
+  and boxes and landmarks are mapped back to original pixels;
+- small photos (tight face crops, longer side under 400 px) are padded by a replicated border so that a
+  face touching the frame is still found whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+MIN_CONFIDENCE = 0.90
+MIN_FACE_PX = 20
+DETECT_MAX_SIDE = 800
+_PAD_BELOW = 400
+_PAD_SHARE = 0.2
+
+#: Order of the five landmarks everywhere in `ml`: eyes, nose, mouth corners, left/right as seen in the image.
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original pixels
+    confidence: float
+    landmarks: np.ndarray  # (5, 2) float, original pixels, LANDMARK_NAMES order
+
+
+class FaceDetector:
+    """MTCNN behind a small, safe interface: RGB array in, list of `Detection` out, largest first."""
+
+    def __init__(self, min_confidence: float = MIN_CONFIDENCE, min_face_px: int = MIN_FACE_PX) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+        from mtcnn import MTCNN
+
+        self._tf = tf
+        self._mtcnn = MTCNN()
+        self.min_confidence = min_confidence
+        self.min_face_px = min_face_px
+        logging.getLogger("mtcnn").setLevel(logging.ERROR)
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        return self.detect_many([rgb])[0]
+
+    def detect_many(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """Detect faces in several RGB arrays in one pass of the detector (much faster than one by one)."""
+        prepared = [self._prepare(rgb) for rgb in images]
+        runnable = [i for i, p in enumerate(prepared) if p is not None]
+        raw: list[list[dict]] = [[] for _ in images]
+        if runnable:
+            batch = self._run([prepared[i][0] for i in runnable])
+            if batch is None:  # one odd image spoils a batch: fall back to one at a time
+                batch = [self._run([prepared[i][0]]) or [[]] for i in runnable]
+                batch = [b[0] for b in batch]
+            for i, found in zip(runnable, batch, strict=False):
+                raw[i] = found
+        return [
+            self._convert(raw[i], *prepared[i][1:], images[i].shape) if prepared[i] is not None else []
+            for i in range(len(images))
+        ]
+
+    def _prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, float, int] | None:
+        height, width = rgb.shape[:2]
+        if min(height, width) < self.min_face_px:
+            return None
+        scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
+        work = rgb
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            work = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        pad = 0
+        if max(work.shape[:2]) < _PAD_BELOW:
+            pad = round(_PAD_SHARE * max(work.shape[:2]))
+            work = np.pad(work, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+        return work, scale, pad
+
+    def _convert(self, raw: list[dict], scale: float, pad: int, shape: tuple[int, ...]) -> list[Detection]:
+        height, width = shape[:2]
+        found = []
+        for item in raw:
+            confidence = float(item["confidence"])
+            x, y, w, h = (float(v) for v in item["box"])
+            points = item["keypoints"]
+            landmarks = np.array([points[name] for name in LANDMARK_NAMES], dtype=np.float64)
+            box = (np.array([x, y, x + w, y + h]) - pad) / scale
+            landmarks = (landmarks - pad) / scale
+            box[[0, 2]] = box[[0, 2]].clip(0, width)
+            box[[1, 3]] = box[[1, 3]].clip(0, height)
+            short_side = min(box[2] - box[0], box[3] - box[1])
+            if confidence < self.min_confidence or short_side < self.min_face_px:
+                continue
+            found.append(
+                Detection(box=tuple(float(v) for v in box), confidence=confidence, landmarks=landmarks)
+            )
+        found.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
+        return found
+
+    def _run(self, works: list[np.ndarray]) -> list[list[dict]] | None:
+        # The package raises TensorFlow errors on some pyramid shapes and prints to stdout; None tells
+        # the caller the batch failed, so that one odd image never crashes the caller.
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                result = self._mtcnn.detect_faces(list(works), min_face_size=20)
+        except (self._tf.errors.InvalidArgumentError, ValueError, IndexError):
+            return None
+        if len(works) == 1 and result and isinstance(result[0], dict):
+            result = [result]
+        return [list(r) for r in result] if len(result) == len(works) else [[] for _ in works]

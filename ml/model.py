@@ -1,0 +1,70 @@
+"""The age & gender network (Keras 3) and its saved artifact.
+
+One convolutional trunk (residual, batch-norm momentum 0.9 so that inference statistics keep up), two
+heads: `age` is a softmax over whole years 0..100 (expected value = the estimate, quantiles = the
+range), `gender` is the probability of "male". Pixel scaling is part of the model, so callers feed
+uint8-range RGB chips.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+AGE_CLASSES = 101  # 0..100 years
+
+
+def _conv_bn(x, filters: int, kernel: int = 3, stride: int = 1, act: bool = True, name: str = ""):
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-3, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if act else x
+
+
+def _block(x, filters: int, stride: int, name: str):
+    shortcut = x
+    y = _conv_bn(x, filters, 3, stride, name=f"{name}_a")
+    y = _conv_bn(y, filters, 3, 1, act=False, name=f"{name}_b")
+    if stride != 1 or shortcut.shape[-1] != filters:
+        if stride != 1:
+            shortcut = layers.AveragePooling2D(stride, padding="same", name=f"{name}_pool")(shortcut)
+        shortcut = _conv_bn(shortcut, filters, 1, 1, act=False, name=f"{name}_proj")
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
+
+
+def make_model(
+    input_size: int = 96,
+    widths: tuple[int, ...] = (32, 64, 128, 256),
+    blocks: tuple[int, ...] = (2, 2, 2, 2),
+    dropout: float = 0.3,
+) -> keras.Model:
+    """A ResNet-style trunk sized for CPU inference, with an age-distribution head and a gender head."""
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+    x = _conv_bn(x, widths[0], 3, 2, name="stem1")
+    x = _conv_bn(x, widths[0], 3, 1, name="stem2")
+    for stage, (width, count) in enumerate(zip(widths, blocks, strict=False)):
+        for index in range(count):
+            stride = 2 if index == 0 and stage > 0 else 1
+            x = _block(x, width, stride, name=f"s{stage}b{index}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="drop")(x)
+    age = layers.Dense(256, activation="relu", name="age_hidden")(x)
+    age = layers.Dense(AGE_CLASSES, activation="softmax", name="age")(age)
+    gender = layers.Dense(64, activation="relu", name="gender_hidden")(x)
+    gender = layers.Dense(1, activation="sigmoid", name="gender")(gender)
+    return keras.Model(inputs, {"age": age, "gender": gender}, name="agegender_resnet")
+
+
+def make_augmenter(seed: int = 1337) -> keras.Sequential:
+    """Training-time augmentation matching real uploads: framing jitter, flips, small tilts, light, contrast."""
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomRotation(0.03, fill_mode="reflect", seed=seed + 1),
+            layers.RandomZoom((-0.12, 0.12), fill_mode="reflect", seed=seed + 2),
+            layers.RandomTranslation(0.06, 0.06, fill_mode="reflect", seed=seed + 3),
+            layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 4),
+            layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 5),
+        ],
+        name="augment",
+    )

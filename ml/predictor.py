@@ -1,0 +1,118 @@
+"""The one public entry point: `Predictor.load()` then `predict(image)` → list of `Face`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ml.alignment import align
+from ml.artifact import DEFAULT_MODEL_DIR, read_manifest
+from ml.calibration import age_interval
+from ml.chips import whole_image_landmarks
+from ml.faces import Face
+from ml.images import ImageSource, load_image
+
+#: Faces per model call; a request with more faces is split into several calls of this size.
+MAX_BATCH = 64
+
+
+class Predictor:
+    """Detector + aligner + Keras model, loaded once and reused for every image."""
+
+    def __init__(self, model, manifest: dict, detector) -> None:
+        import tensorflow as tf
+
+        self.manifest = manifest
+        self.input_size = int(manifest["input_size"])
+        self.interval_scale = float(manifest["interval"]["scale"])
+        self.model_version = f"{manifest['name']} {manifest['version']}"
+        self._model = model
+        self._detector = detector
+        size = self.input_size
+
+        # One compiled graph for any batch size: the chips and their mirror images in one pass.
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True
+        )
+        def infer(chips):
+            both = tf.concat([chips, tf.reverse(chips, axis=[2])], axis=0)
+            out = model(both, training=False)
+            n = tf.shape(chips)[0]
+            age = (out["age"][:n] + out["age"][n:]) / 2
+            male = (tf.reshape(out["gender"][:n], [-1]) + tf.reshape(out["gender"][n:], [-1])) / 2
+            return age, male
+
+        self._infer = infer
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike | None = None) -> Predictor:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import keras
+
+        from ml.detection import FaceDetector
+
+        model_dir = Path(model_dir or os.environ.get("AGEGENDER_MODEL_DIR") or DEFAULT_MODEL_DIR)
+        manifest = read_manifest(model_dir)
+        model = keras.models.load_model(model_dir / manifest["file"], compile=False)
+        predictor = cls(model, manifest, FaceDetector())
+        predictor.predict_chips(
+            np.zeros((1, predictor.input_size, predictor.input_size, 3), np.uint8)
+        )  # warm up
+        return predictor
+
+    def predict(self, source: ImageSource, *, whole_image_fallback: bool = False) -> list[Face]:
+        """All faces in one image, largest first. Raises `ml.ImageError` for unusable input."""
+        return self.predict_many([source], whole_image_fallback=whole_image_fallback)[0]
+
+    def predict_many(
+        self, sources: Sequence[ImageSource], *, whole_image_fallback: bool = False
+    ) -> list[list[Face]]:
+        """Faces for several images; detection runs as one batch and all faces go through the model together."""
+        images = [np.asarray(load_image(source)) for source in sources]
+        detections = self._detector.detect_many(images)
+        chips, owners, meta = [], [], []
+        for index, (rgb, found) in enumerate(zip(images, detections, strict=False)):
+            if not found and whole_image_fallback:
+                height, width = rgb.shape[:2]
+                chips.append(align(rgb, whole_image_landmarks(width, height), self.input_size))
+                owners.append(index)
+                meta.append(((0, 0, width, height), False, 0.0, whole_image_landmarks(width, height)))
+            for det in found:
+                chips.append(align(rgb, det.landmarks, self.input_size))
+                owners.append(index)
+                box = tuple(int(round(v)) for v in det.box)
+                meta.append((box, True, det.confidence, det.landmarks))
+        results: list[list[Face]] = [[] for _ in images]
+        if not chips:
+            return results
+        age_probs, male = self.predict_chips(np.stack(chips))
+        ages, lows, highs = age_interval(age_probs, self.interval_scale)
+        for i, owner in enumerate(owners):
+            box, detected, confidence, landmarks = meta[i]
+            is_male = bool(male[i] >= 0.5)
+            results[owner].append(
+                Face(
+                    box=box,
+                    detected=detected,
+                    detection_confidence=round(float(confidence), 4),
+                    age=round(float(ages[i]), 1),
+                    age_low=round(float(np.floor(lows[i])), 1),
+                    age_high=round(float(np.ceil(highs[i])), 1),
+                    gender="male" if is_male else "female",
+                    gender_confidence=round(float(male[i] if is_male else 1.0 - male[i]), 4),
+                    landmarks=tuple((round(float(x), 1), round(float(y), 1)) for x, y in landmarks),
+                )
+            )
+        return results
+
+    def predict_chips(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model only: aligned uint8 chips (N, S, S, 3) → (age distributions (N, 101), P(male) (N,))."""
+        ages, males = [], []
+        for start in range(0, len(chips), MAX_BATCH):
+            age, male = self._infer(np.asarray(chips[start : start + MAX_BATCH], dtype=np.float32))
+            ages.append(age.numpy())
+            males.append(male.numpy())
+        return np.concatenate(ages), np.concatenate(males)
