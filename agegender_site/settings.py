@@ -118,6 +118,7 @@ if AGEGENDER_S3_BUCKET:
             "querystring_expire": env_int("AGEGENDER_S3_URL_EXPIRE", 300),  # ... and short-lived
             "file_overwrite": False,
             "addressing_style": env_str("AGEGENDER_S3_ADDRESSING_STYLE", "path"),
+            "signature_version": "s3v4",
         },
     }
 else:

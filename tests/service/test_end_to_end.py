@@ -25,6 +25,8 @@ def test_one_face_photo_ends_done_with_one_female_face(client, celery_worker, as
     status = wait_until_finished(client, prediction.id)
 
     assert status["status"] == "done", status
+    order = ["queued", "processing", "done"]
+    assert status["seen_statuses"] == sorted(status["seen_statuses"], key=order.index)  # never backwards
     assert status["face_count"] == 1
     face = status["faces"][0]
     assert face["gender"] == "female"

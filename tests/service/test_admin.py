@@ -1,0 +1,66 @@
+"""Admin: predictions listed with thumbnail, status, owner, face count and model version; re-run."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+
+from predictions.models import Face, Prediction
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def done_prediction(astronaut_jpeg) -> Prediction:
+    owner = get_user_model().objects.create_user(username="erin", password="x")
+    prediction = Prediction(
+        original_name="erin.jpg", owner=owner, status="done", model_version="agegender-cnn 9.9.9"
+    )
+    prediction.image.save("erin.jpg", ContentFile(astronaut_jpeg), save=True)
+    Face.objects.create(
+        prediction=prediction, index=0, x1=1, y1=2, x2=30, y2=40, detection_confidence=0.99,
+        age=31.5, age_low=25, age_high=38, gender="female", gender_confidence=0.93,
+    )  # fmt: skip
+    return prediction
+
+
+def test_changelist_shows_thumbnail_status_owner_face_count_and_version(admin_client, done_prediction):
+    page = admin_client.get("/admin/predictions/prediction/").content.decode()
+
+    assert f"/p/{done_prediction.id}/thumbnail/" in page
+    assert "erin" in page and "agegender-cnn 9.9.9" in page
+    assert '<td class="field-face_count">1</td>' in page
+    assert "By status" in page and "By model version" in page
+
+
+def test_filters_and_owner_search(admin_client, done_prediction):
+    assert (
+        "erin.jpg" in admin_client.get("/admin/predictions/prediction/?status__exact=done").content.decode()
+    )
+    assert (
+        "erin.jpg"
+        not in admin_client.get("/admin/predictions/prediction/?status__exact=failed").content.decode()
+    )
+    assert "erin.jpg" in admin_client.get("/admin/predictions/prediction/?q=erin").content.decode()
+    assert "erin.jpg" not in admin_client.get("/admin/predictions/prediction/?q=zed").content.decode()
+
+
+def test_change_page_has_the_faces_inline(admin_client, done_prediction):
+    page = admin_client.get(f"/admin/predictions/prediction/{done_prediction.id}/change/").content.decode()
+    assert "Faces" in page and "0.93" in page
+
+
+def test_rerun_action_requeues_and_enqueues_after_commit(
+    admin_client, done_prediction, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client.post(
+            "/admin/predictions/prediction/",
+            {"action": "rerun", "_selected_action": [str(done_prediction.id)]},
+        )
+
+    assert response.status_code == 302
+    done_prediction.refresh_from_db()
+    assert done_prediction.status == "queued"
+    assert len(callbacks) == 1

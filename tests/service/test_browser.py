@@ -1,0 +1,74 @@
+"""A real headless Chromium uploads a photo and sees the boxes appear without reloading the page."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from predictions.models import Prediction
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("chromium and chromedriver are needed: apt-get install -y chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1000"):  # fmt: skip
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def test_upload_then_boxes_appear_without_reload(
+    live_server, celery_worker, browser, astronaut_jpeg, tmp_path
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    browser.get(live_server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
+    WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#previews img")))
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
+    prediction = Prediction.objects.get()
+    assert browser.current_url == f"{live_server.url}/p/{prediction.id}/"
+    browser.execute_script("window.__sameDocument = true;")  # survives only if the page is never reloaded
+
+    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done"))
+    boxes = WebDriverWait(browser, 10).until(
+        ec.visibility_of_all_elements_located((By.CSS_SELECTOR, "#boxes .box"))
+    )
+
+    assert browser.execute_script("return window.__sameDocument === true;")
+    assert len(boxes) == 1
+    photo_rect = browser.find_element(By.ID, "photo").rect
+    box_rect = boxes[0].rect
+    assert box_rect["width"] > 10 and box_rect["height"] > 10
+    assert (
+        photo_rect["x"] <= box_rect["x"]
+        and box_rect["x"] + box_rect["width"] <= photo_rect["x"] + photo_rect["width"] + 1
+    )
+    faces_text = browser.find_element(By.ID, "faces").text
+    assert "Age" in faces_text and "female" in faces_text and "% sure" in faces_text
+    if screenshot := os.environ.get("AGEGENDER_SCREENSHOT"):  # `make screenshot` keeps the picture
+        browser.save_screenshot(screenshot)

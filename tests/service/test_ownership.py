@@ -1,0 +1,154 @@
+"""Nobody sees, polls, downloads or deletes someone else's prediction: all get 404."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from predictions import services
+from predictions.models import Prediction
+from predictions.uploads import check_image_upload
+from tests.conftest import stored_files
+
+pytestmark = pytest.mark.django_db
+
+ENDPOINTS = ["/p/{id}/", "/p/{id}/status/", "/p/{id}/image/", "/p/{id}/thumbnail/", "/p/{id}/delete/"]
+
+
+def make_user(username: str, **extra):
+    return get_user_model().objects.create_user(username=username, password="a-long-password-123", **extra)
+
+
+def make_prediction(jpeg: bytes, *, owner=None, session_key: str = "") -> Prediction:
+    upload = SimpleUploadedFile("mine.jpg", jpeg, content_type="image/jpeg")
+    return services.prediction_create(
+        upload=upload, checked=check_image_upload(upload), owner=owner, session_key=session_key
+    )
+
+
+@pytest.fixture
+def alice_prediction(astronaut_jpeg) -> Prediction:
+    return make_prediction(astronaut_jpeg, owner=make_user("alice"))
+
+
+@pytest.fixture
+def alice(alice_prediction) -> Client:
+    client = Client()
+    client.force_login(alice_prediction.owner)
+    return client
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_owner_can_open_every_endpoint(alice, alice_prediction, endpoint):
+    response = alice.get(endpoint.format(id=alice_prediction.id))
+    assert response.status_code == 200
+
+
+def test_owner_downloads_the_exact_stored_image(alice, alice_prediction, astronaut_jpeg):
+    response = alice.get(f"/p/{alice_prediction.id}/image/")
+    assert b"".join(response.streaming_content) == astronaut_jpeg
+    assert response["Content-Type"] == "image/jpeg"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_another_user_gets_404(alice_prediction, endpoint, method):
+    bob = Client()
+    bob.force_login(make_user("bob"))
+    response = getattr(bob, method)(endpoint.format(id=alice_prediction.id))
+    assert response.status_code in (404, 405)
+    if response.status_code == 405:  # read-only endpoints refuse POST outright; GET must be 404
+        assert bob.get(endpoint.format(id=alice_prediction.id)).status_code == 404
+    assert Prediction.objects.filter(pk=alice_prediction.pk).exists()
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_anonymous_visitor_gets_404(client, alice_prediction, endpoint):
+    assert client.get(endpoint.format(id=alice_prediction.id)).status_code == 404
+    if endpoint.endswith("delete/"):
+        assert client.post(endpoint.format(id=alice_prediction.id)).status_code == 404
+    assert Prediction.objects.filter(pk=alice_prediction.pk).exists()
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_guessed_id_gets_404(alice, alice_prediction, endpoint):
+    assert alice.get(endpoint.format(id=uuid.uuid4())).status_code == 404
+
+
+def test_anonymous_session_owns_its_predictions_and_other_sessions_do_not(astronaut_jpeg):
+    visitor, stranger = Client(), Client()
+    visitor.post("/", {"images": [SimpleUploadedFile("me.jpg", astronaut_jpeg, content_type="image/jpeg")]})
+    prediction = Prediction.objects.get()
+
+    assert prediction.owner is None and prediction.session_key
+    assert visitor.get(f"/p/{prediction.id}/status/").status_code == 200
+    assert stranger.get(f"/p/{prediction.id}/status/").status_code == 404
+    assert stranger.get("/history/").content.decode().count(str(prediction.id)) == 0
+    assert str(prediction.id) in visitor.get("/history/").content.decode()
+
+
+def test_staff_may_look_but_not_delete(alice_prediction):
+    staff = Client()
+    staff.force_login(make_user("admin", is_staff=True))
+    assert staff.get(f"/p/{alice_prediction.id}/thumbnail/").status_code == 200
+    assert staff.post(f"/p/{alice_prediction.id}/delete/").status_code == 404
+
+
+def test_owner_delete_removes_row_and_stored_file(
+    alice, alice_prediction, private_media, django_capture_on_commit_callbacks
+):
+    assert len(stored_files(private_media)) == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice.post(f"/p/{alice_prediction.id}/delete/")
+
+    assert response.status_code == 302 and response["Location"] == "/history/"
+    assert not Prediction.objects.filter(pk=alice_prediction.pk).exists()
+    assert stored_files(private_media) == []
+
+
+def test_logging_in_claims_the_anonymous_predictions_of_the_session(astronaut_jpeg):
+    visitor = Client()
+    visitor.post("/", {"images": [SimpleUploadedFile("me.jpg", astronaut_jpeg, content_type="image/jpeg")]})
+    make_user("carol")
+
+    response = visitor.post("/accounts/login/", {"username": "carol", "password": "a-long-password-123"})
+
+    assert response.status_code == 302
+    prediction = Prediction.objects.get()
+    assert prediction.owner.username == "carol" and prediction.session_key == ""
+    assert visitor.get(f"/p/{prediction.id}/").status_code == 200
+
+
+def test_signing_up_claims_them_too_and_logout_forgets_them(astronaut_jpeg):
+    visitor = Client()
+    visitor.post("/", {"images": [SimpleUploadedFile("me.jpg", astronaut_jpeg, content_type="image/jpeg")]})
+    password = "a-long-password-123"
+    response = visitor.post(
+        "/accounts/signup/", {"username": "dave", "password1": password, "password2": password}
+    )
+    assert response.status_code == 302
+    prediction = Prediction.objects.get()
+    assert prediction.owner.username == "dave"
+
+    visitor.post("/accounts/logout/")
+    assert visitor.get(f"/p/{prediction.id}/").status_code == 404
+
+
+def test_history_is_newest_first_and_paginated(alice, alice_prediction, astronaut_jpeg):
+    for _ in range(13):
+        make_prediction(astronaut_jpeg, owner=alice_prediction.owner)
+    newest = Prediction.objects.order_by("-created_at").first()
+
+    first_page = alice.get("/history/").content.decode()
+    second_page = alice.get("/history/?page=2").content.decode()
+
+    assert first_page.count('class="history-item"') == 12
+    assert second_page.count('class="history-item"') == 2
+    assert first_page.index(str(newest.id)) < first_page.index('class="pager"')
+    assert str(alice_prediction.id) in second_page  # the oldest is last
+    assert "Page 2 of 2" in second_page
