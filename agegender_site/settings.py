@@ -106,10 +106,12 @@ _STATIC_BACKEND = (
 )
 if AGEGENDER_S3_BUCKET:
     _DEFAULT_STORAGE = {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "agegender_site.storage.PrivateS3Storage",
         "OPTIONS": {
             "bucket_name": AGEGENDER_S3_BUCKET,
             "endpoint_url": env_str("AGEGENDER_S3_ENDPOINT_URL", "") or None,
+            # Where browsers reach the store, when that differs from the endpoint above (Docker + MinIO).
+            "public_endpoint_url": env_str("AGEGENDER_S3_PUBLIC_ENDPOINT_URL", "") or None,
             "region_name": env_str("AGEGENDER_S3_REGION", "") or None,
             "access_key": env_str("AWS_ACCESS_KEY_ID", "") or None,
             "secret_key": env_str("AWS_SECRET_ACCESS_KEY", "") or None,

@@ -55,7 +55,7 @@ def test_environment_switches_to_postgres_s3_and_another_redis():
         )
     )
     assert engine == "django.db.backends.postgresql"
-    assert storage == "storages.backends.s3.S3Storage"
+    assert storage == "agegender_site.storage.PrivateS3Storage"
     assert options["bucket_name"] == "photos" and options["endpoint_url"] == "http://minio:9000"
     assert options["querystring_auth"] is True and options["default_acl"] == "private"
     assert broker == "redis://redis:6379/1"
