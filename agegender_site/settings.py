@@ -158,6 +158,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("AGEGENDER_VISI
 AGEGENDER_TASK_SOFT_TIME_LIMIT = env_int("AGEGENDER_TASK_SOFT_TIME_LIMIT", 120)
 AGEGENDER_TASK_TIME_LIMIT = env_int("AGEGENDER_TASK_TIME_LIMIT", 150)
 AGEGENDER_PREDICT_TASK = "worker.predict"
+# Each worker process starts loading the model as it starts, instead of on its first job.
+AGEGENDER_PRELOAD_MODEL = env_bool("AGEGENDER_PRELOAD_MODEL", True)
 
 LOGGING = {
     "version": 1,

@@ -30,3 +30,9 @@ def get_predictor() -> Predictor:
                     "Loaded model %s in %.1f s", _predictor.model_version, time.perf_counter() - started
                 )
     return _predictor
+
+
+def preload_in_background() -> None:
+    """Start loading the model without blocking (for `worker_process_init`, which must return fast);
+    the first task waits on the lock if the load has not finished yet."""
+    threading.Thread(target=get_predictor, name="model-preload", daemon=True).start()

@@ -8,14 +8,21 @@ import uuid
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
 from django.conf import settings
 
 from predictions import services
 from predictions.models import Prediction
 from worker.images import upright_size_and_thumbnail
-from worker.model import get_predictor
+from worker.model import get_predictor, preload_in_background
 
 logger = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def _preload_model(**kwargs: object) -> None:
+    if settings.AGEGENDER_PRELOAD_MODEL:
+        preload_in_background()
 
 
 @shared_task(
