@@ -14,6 +14,7 @@ import io
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import requests
 
@@ -51,13 +52,15 @@ def one_run(base: str, photo: bytes, name: str) -> tuple[float, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--photo", help="a JPEG with one face (default: scikit-image's astronaut)")
     args = parser.parse_args()
-    photo = open(args.photo, "rb").read() if args.photo else astronaut_jpeg()
-    name = args.photo.rsplit("/", 1)[-1] if args.photo else "astronaut.jpg"
+    photo = Path(args.photo).read_bytes() if args.photo else astronaut_jpeg()
+    name = Path(args.photo).name if args.photo else "astronaut.jpg"
 
     warmup, status = one_run(args.url, photo, name)  # the first job may still wait for the model to load
     print(f"warm-up: {warmup:.2f} s, {status['status']}, {status['face_count']} face(s)")
