@@ -64,6 +64,12 @@ def test_upload_then_boxes_appear_without_reload(
     photo_rect = browser.find_element(By.ID, "photo").rect
     box_rect = boxes[0].rect
     assert box_rect["width"] > 10 and box_rect["height"] > 10
+    # The box sits where the engine found the face, scaled to the displayed photo.
+    prediction.refresh_from_db()
+    face = prediction.faces.get()
+    scale = photo_rect["width"] / prediction.image_width
+    assert abs(box_rect["x"] - photo_rect["x"] - face.x1 * scale) <= 4
+    assert abs(box_rect["width"] - (face.x2 - face.x1) * scale) <= 6
     assert (
         photo_rect["x"] <= box_rect["x"]
         and box_rect["x"] + box_rect["width"] <= photo_rect["x"] + photo_rect["width"] + 1
