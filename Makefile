@@ -9,7 +9,6 @@ PYTEST_ARGS ?=
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
 
 $(VENV)/.installed: requirements.txt | $(PY)
 	$(PIP) install -r requirements.txt
