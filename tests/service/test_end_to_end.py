@@ -102,3 +102,15 @@ def test_task_is_idempotent_and_exits_cleanly_when_the_row_is_gone(predictor, as
     assert predict(prediction_id) == "gone"
     assert [p for p in private_media.rglob("*") if p.is_file()] == []  # delete removed image and thumbnail
     assert predict("not-a-uuid") == "ignored"
+
+
+def test_task_is_acknowledged_late_requeued_on_worker_loss_and_time_limited(settings):
+    from agegender_site.celery import app
+    from worker.tasks import predict
+
+    assert predict.name == settings.AGEGENDER_PREDICT_TASK
+    assert predict.acks_late and predict.reject_on_worker_lost
+    assert 0 < predict.soft_time_limit < predict.time_limit
+    transport = app.conf.broker_transport_options
+    assert transport["visibility_timeout"] > predict.time_limit  # Redis must not redeliver a running job
+    assert app.conf.worker_prefetch_multiplier == 1 and app.conf.task_serializer == "json"
