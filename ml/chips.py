@@ -72,9 +72,17 @@ def _fingerprint(samples: list[Sample], size: int) -> str:
 
 
 def build_cache(folder: str | Path, size: int, cache_dir: str | Path, workers: int = 2) -> Path:
+    """Path of the chip cache for `folder`, building it first where it is missing or stale.
+
+    Where the folder itself is absent but its cache exists (a training machine that was given the cache
+    only), the cache is used as it is.
+    """
     folder, cache_dir = Path(folder), Path(cache_dir)
-    samples = read_labels(folder)
     target = cache_dir / f"{folder.name}-{size}.npz"
+    if not (folder / "labels.csv").is_file() and target.is_file():
+        print(f"[chips] {folder} is absent: using its cache {target} as it is", file=sys.stderr)
+        return target
+    samples = read_labels(folder)
     fingerprint = _fingerprint(samples, size)
     if target.is_file():
         with np.load(target) as cached:

@@ -6,7 +6,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,8 +17,9 @@ from ml.errors import ImageError
 MAX_PIXELS = int(os.environ.get("AGEGENDER_MAX_PIXELS", 60_000_000))
 #: Formats a person is expected to upload.
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+_USE = "use JPEG, PNG, WebP, GIF, BMP or TIFF"
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO | Image.Image | np.ndarray
 
 
 def _open(source: ImageSource) -> Image.Image:
@@ -67,15 +68,11 @@ def load_image(source: ImageSource) -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError(f"The image is too large to process (limit {MAX_PIXELS:,} pixels).") from None
         except UnidentifiedImageError:
-            raise ImageError(
-                "The file is not an image we can read (use JPEG, PNG, WebP, GIF, BMP or TIFF)."
-            ) from None
+            raise ImageError(f"The file is not an image we can read ({_USE}).") from None
         except OSError as exc:
             raise ImageError(f"The image could not be read: {exc}") from None
         if image.format and image.format not in ALLOWED_FORMATS:
-            raise ImageError(
-                f"{image.format} images are not supported (use JPEG, PNG, WebP, GIF, BMP or TIFF)."
-            )
+            raise ImageError(f"{image.format} images are not supported ({_USE}).")
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageError(

@@ -56,7 +56,7 @@ def make_model(
 
 
 def make_augmenter(seed: int = 1337) -> keras.Sequential:
-    """Training-time augmentation matching real uploads: framing jitter, flips, small tilts, light, contrast."""
+    """Training-time augmentation matching real uploads: framing, flips, tilts, light, colour, blur."""
     return keras.Sequential(
         [
             layers.RandomFlip("horizontal", seed=seed),
@@ -65,6 +65,8 @@ def make_augmenter(seed: int = 1337) -> keras.Sequential:
             layers.RandomTranslation(0.06, 0.06, fill_mode="reflect", seed=seed + 3),
             layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 4),
             layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 5),
+            layers.RandomGrayscale(0.1, seed=seed + 6),
+            layers.RandomGaussianBlur(0.3, kernel_size=3, sigma=1.0, value_range=(0, 255), seed=seed + 7),
         ],
         name="augment",
     )

@@ -47,6 +47,7 @@ class TrainConfig:
     gender_label_smoothing: float = 0.05
     seed: int = 1337
     version: str = "1.0.0"
+    max_minutes: float | None = None  # stop early (keeping the weights) when training runs past this
 
 
 # ---------------------------------------------------------------- data
@@ -170,6 +171,44 @@ class EpochLine:
         return _Line()
 
 
+class TimeLimit:
+    """Keeps training inside a time budget.
+
+    After the second epoch (the first one pays for compilation) it predicts how many epochs fit. Where
+    fewer than planned fit, it shortens the cosine schedule so that the learning rate still anneals by
+    the last epoch that fits (effective on eager backends such as PyTorch; a compiled TensorFlow graph
+    keeps its schedule) and stops there.
+    """
+
+    def __new__(cls, seconds: float, started: float, schedule, steps_per_epoch: int, warmup: int):
+        import keras
+
+        class _Limit(keras.callbacks.Callback):
+            last_epoch: int | None = None
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch_started = time.time()
+
+            def on_epoch_end(self, epoch, logs=None):
+                now = time.time()
+                if epoch == 1 and self.last_epoch is None:
+                    per_epoch = now - self.epoch_started
+                    fits = 2 + int((seconds - (now - started)) // per_epoch)
+                    planned = self.params.get("epochs") or fits
+                    if fits < planned:
+                        self.last_epoch = max(fits, 3)
+                        schedule.decay_steps = max(1, self.last_epoch * steps_per_epoch - warmup)
+                        print(
+                            f"time budget: {per_epoch:.0f}s an epoch, so {self.last_epoch} of {planned} "
+                            f"epochs fit in {seconds / 60:.0f} min; schedule shortened",
+                            flush=True,
+                        )
+                if (self.last_epoch and epoch + 1 >= self.last_epoch) or now - started > seconds * 1.1:
+                    self.model.stop_training = True
+
+        return _Limit()
+
+
 def train(config: TrainConfig) -> dict:
     import keras
 
@@ -210,6 +249,8 @@ def train(config: TrainConfig) -> dict:
     )
     weights = age_weights(train_set.ages)
     callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLine(config.epochs)]
+    if config.max_minutes:
+        callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps_per_epoch, warmup))
     fit_data, val_data = _inputs(train_set, val_set, weights, config)
     if isinstance(fit_data, tuple):
         x, y, w = fit_data
@@ -310,6 +351,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--version", default=defaults.version)
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="stop after the epoch that passes this"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -325,8 +369,14 @@ def run(args: argparse.Namespace) -> int:
         blocks=tuple(int(v) for v in args.blocks.split(",")),
         seed=args.seed,
         version=args.version,
+        max_minutes=args.max_minutes,
     )
-    missing = [folder for folder in config.data if not (Path(folder) / "labels.csv").is_file()]
+    missing = [
+        folder
+        for folder in config.data
+        if not (Path(folder) / "labels.csv").is_file()
+        and not (Path(config.cache_dir) / f"{Path(folder).name}-{config.input_size}.npz").is_file()
+    ]
     if missing:
         print(f"error: no labels.csv in {', '.join(missing)}", file=sys.stderr)
         return 2

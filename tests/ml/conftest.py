@@ -1,0 +1,40 @@
+"""Real images and the real shipped model for the engine's tests."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml.data import DATASETS_DIR
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The shipped model with its detector, loaded once (`ml.Predictor.load()`)."""
+    from ml import Predictor
+
+    return Predictor.load()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+def to_jpeg(array: np.ndarray, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=92, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    if not (DATASETS_DIR / "utkface" / "labels.csv").is_file():
+        pytest.skip(f"the labelled datasets are not at {DATASETS_DIR} (set AGEGENDER_DATASETS)")
+    return DATASETS_DIR

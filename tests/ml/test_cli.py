@@ -1,0 +1,72 @@
+"""`python -m ml predict` prints exactly one JSON object per file, errors included, and carries on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.ml.conftest import to_jpeg
+
+FACE_KEYS = [
+    "box",
+    "detected",
+    "detection_confidence",
+    "age",
+    "age_low",
+    "age_high",
+    "gender",
+    "gender_confidence",
+]
+
+
+def test_predict_prints_the_schema_for_files_and_folders(tmp_path, astronaut):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "nested" / "astronaut.jpg").write_bytes(to_jpeg(astronaut))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    single = tmp_path / "single.jpg"
+    single.write_bytes(to_jpeg(astronaut))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ml", "predict", str(single), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [
+        str(single),
+        str(folder / "broken.png"),
+        str(folder / "nested" / "astronaut.jpg"),
+    ]
+    good, broken, nested = lines
+    assert list(good) == ["file", "faces"] and list(nested) == ["file", "faces"]
+    assert list(broken) == ["file", "error"] and "image" in broken["error"]
+    [face] = good["faces"]
+    assert list(face) == FACE_KEYS
+    assert len(face["box"]) == 4 and all(isinstance(v, int) for v in face["box"])
+    assert face["gender"] in ("female", "male") and face["detected"] is True
+    assert face["age_low"] <= face["age"] <= face["age_high"]
+    assert result.returncode == 1  # one file could not be read
+
+
+def test_fallback_flag_marks_whole_image_faces(tmp_path):
+    import numpy as np
+
+    blank = tmp_path / "blank.jpg"
+    blank.write_bytes(to_jpeg(np.full((120, 160, 3), 90, np.uint8)))
+    out = subprocess.run(
+        [sys.executable, "-m", "ml", "predict", "--fallback-whole-image", str(blank)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    [line] = [json.loads(x) for x in out.stdout.splitlines()]
+    [face] = line["faces"]
+    assert face["detected"] is False and face["box"] == [0, 0, 160, 120]
+    assert out.returncode == 0

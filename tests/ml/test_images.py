@@ -1,0 +1,127 @@
+"""Decoding: every format a person uploads comes out upright RGB; bad input raises one clear error."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml import ImageError
+from ml.images import load_image
+
+
+@pytest.fixture(scope="module")
+def portrait() -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(data.astronaut()).resize((256, 192))
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [
+        ("JPEG", "RGB"),
+        ("JPEG", "L"),
+        ("JPEG", "CMYK"),
+        ("PNG", "RGBA"),
+        ("PNG", "P"),
+        ("PNG", "I;16"),
+        ("WEBP", "RGB"),
+        ("GIF", "P"),
+        ("BMP", "RGB"),
+        ("TIFF", "RGB"),
+    ],
+)
+def test_formats_and_modes_become_rgb_of_the_same_size(portrait, fmt, mode):
+    source = portrait.convert(mode)
+    image = load_image(encode(source, fmt))
+    assert image.mode == "RGB"
+    assert image.size == portrait.size
+    # the picture survives: correlated with the original luminance
+    original = np.asarray(portrait.convert("L"), dtype=float).ravel()
+    decoded = np.asarray(image.convert("L"), dtype=float).ravel()
+    assert np.corrcoef(original, decoded)[0, 1] > 0.9
+
+
+def test_rgba_transparency_is_composited_on_white():
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    assert load_image(encode(rgba, "PNG")).getpixel((3, 3)) == (255, 255, 255)
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ((200, 0, 0), (0, 0, 200))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    red, _, blue = load_image(buffer.getvalue()).getpixel((8, 8))
+    assert red > 150 and blue < 50
+
+
+@pytest.mark.parametrize(
+    ("orientation", "rotate"),
+    [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270), (3, Image.Transpose.ROTATE_180)],
+)
+def test_exif_orientation_is_applied(portrait, orientation, rotate):
+    stored = portrait.transpose(rotate)  # how a phone stores a sideways shot
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    upright = load_image(encode(stored, "JPEG", exif=exif.tobytes(), quality=95))
+    assert upright.size == portrait.size
+    diff = np.abs(np.asarray(upright, dtype=int) - np.asarray(portrait, dtype=int)).mean()
+    assert diff < 6
+
+
+def test_paths_file_objects_arrays_and_pil_images_are_accepted(tmp_path, portrait):
+    path = tmp_path / "p.png"
+    portrait.save(path)
+    assert load_image(path).size == portrait.size
+    assert load_image(str(path)).size == portrait.size
+    assert load_image(io.BytesIO(path.read_bytes())).size == portrait.size
+    assert load_image(np.asarray(portrait)).size == portrait.size
+    assert load_image(portrait).size == portrait.size
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"", "empty"),
+        (b"%PDF-1.4 not an image at all", "not an image"),
+        (b"hello, world\n" * 10, "not an image"),
+    ],
+)
+def test_non_images_raise_a_clear_error(payload, message):
+    with pytest.raises(ImageError, match=message):
+        load_image(payload)
+
+
+def test_truncated_jpeg_raises_a_clear_error(portrait):
+    data = encode(portrait, "JPEG", quality=95)
+    with pytest.raises(ImageError, match="truncated|damaged|could not"):
+        load_image(data[: len(data) // 2])
+
+
+def test_decompression_bomb_is_refused():
+    bomb = encode(Image.new("1", (12_000, 12_000)), "PNG")  # tiny file, 144 million pixels
+    assert len(bomb) < 100_000
+    with pytest.raises(ImageError, match="too large"):
+        load_image(bomb)
+
+
+def test_missing_file_and_empty_file(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "nope.jpg")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        load_image(empty)
+
+
+def test_image_error_is_a_value_error():
+    assert issubclass(ImageError, ValueError)

@@ -1,0 +1,116 @@
+"""The public entry point on real photos through the real detector and the shipped model."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml import Face, ImageError
+from tests.ml.conftest import to_jpeg
+
+
+def test_astronaut_portrait_gives_one_adult_woman(engine, astronaut):
+    faces = engine.predict(to_jpeg(astronaut))
+    assert len(faces) == 1
+    face = faces[0]
+    x1, y1, x2, y2 = face.box
+    # the face is in the upper middle of the 512×512 portrait, about 80–130 px wide
+    assert 150 < x1 < 220 and 40 < y1 < 110 and 240 < x2 < 300 and 150 < y2 < 210
+    assert face.detected and face.detection_confidence > 0.95
+    assert face.gender == "female"
+    assert 25 <= face.age <= 60
+    assert face.age_low <= face.age <= face.age_high
+    assert 0.5 <= face.gender_confidence <= 1.0
+    assert len(face.landmarks) == 5
+
+
+def collage(tiles: list[np.ndarray], canvas=(1200, 1600)) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Faces pasted apart from each other on a plain grey canvas; returns the image and tile origins."""
+    image = np.full((*canvas, 3), 128, np.uint8)
+    origins = []
+    columns = 3
+    for i, tile in enumerate(tiles):
+        row, col = divmod(i, columns)
+        y, x = 60 + row * 560, 60 + col * 520
+        image[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+        origins.append((x, y))
+    return image, origins
+
+
+def test_a_collage_of_several_portraits_gives_one_box_each(engine, astronaut):
+    face_crop = astronaut[20:320, 120:360]  # the astronaut's head and shoulders
+    tiles = [
+        face_crop,
+        face_crop[:, ::-1],
+        np.asarray(Image.fromarray(face_crop).resize((180, 225))),
+        np.asarray(Image.fromarray(face_crop).resize((360, 450))),
+    ]
+    image, origins = collage(tiles)
+    faces = engine.predict(to_jpeg(image))
+    assert len(faces) == len(tiles)
+    centres = sorted(((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2) for f in faces)
+    for (x, y), tile in zip(origins, tiles, strict=True):
+        inside = [c for c in centres if x < c[0] < x + tile.shape[1] and y < c[1] < y + tile.shape[0]]
+        assert len(inside) == 1
+
+
+def test_a_collage_of_dataset_faces_gives_one_box_each(engine, datasets_dir):
+    with (datasets_dir / "utkface" / "labels.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if 20 <= int(r["age"]) <= 60][::997][:6]
+    tiles = [
+        np.asarray(Image.open(datasets_dir / "utkface" / r["file"]).convert("RGB").resize((300, 300)))
+        for r in rows
+    ]
+    image, _ = collage(tiles)
+    assert len(engine.predict(to_jpeg(image))) == len(tiles)
+
+
+def test_exif_rotated_photo_gives_the_same_answer_as_the_upright_one(engine, astronaut):
+    upright = engine.predict(to_jpeg(astronaut))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated, "rotate 90° clockwise to view"
+    stored = np.ascontiguousarray(np.rot90(astronaut, k=1))
+    rotated = engine.predict(to_jpeg(stored, exif=exif.tobytes()))
+    assert len(rotated) == len(upright) == 1
+    assert np.abs(np.subtract(rotated[0].box, upright[0].box)).max() <= 4
+    assert rotated[0].gender == upright[0].gender
+    assert abs(rotated[0].age - upright[0].age) < 3
+
+
+def test_no_face_gives_an_empty_list_or_a_whole_image_face(engine):
+    ramp = np.linspace(30, 220, 400, dtype=np.uint8)
+    blank = to_jpeg(np.stack([np.tile(ramp, (300, 1))] * 3, axis=-1))
+    assert engine.predict(blank) == []
+    [whole] = engine.predict(blank, whole_image_fallback=True)
+    assert whole.detected is False and whole.box == (0, 0, 400, 300)
+
+
+def test_large_photos_are_detected_small_and_reported_in_original_pixels(engine, astronaut):
+    big = np.asarray(Image.fromarray(astronaut).resize((2048, 2048)))
+    [face] = engine.predict(to_jpeg(big))
+    [small] = engine.predict(to_jpeg(astronaut))
+    assert np.allclose(np.array(face.box) / 4, small.box, atol=6)
+
+
+def test_several_images_are_answered_in_one_call(engine, astronaut):
+    ramp = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
+    results = engine.predict_many([to_jpeg(astronaut), np.stack([ramp] * 3, axis=-1)])
+    assert [len(r) for r in results] == [1, 0]
+    assert all(isinstance(f, Face) for f in results[0])
+
+
+def test_bad_input_raises_image_error(engine):
+    with pytest.raises(ImageError):
+        engine.predict(b"not an image")
+
+
+def test_model_output_is_a_distribution_and_a_probability(engine):
+    rng = np.random.default_rng(1)
+    chips = rng.integers(0, 255, (16, engine.input_size, engine.input_size, 3), dtype=np.uint8)
+    ages, males = engine.predict_chips(chips)
+    assert ages.shape == (16, 101) and males.shape == (16,)
+    assert np.allclose(ages.sum(axis=1), 1.0, atol=1e-4)
+    assert np.all((males >= 0) & (males <= 1))
