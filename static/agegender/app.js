@@ -96,7 +96,7 @@
       box.style.top = pct(face.box[1], data.image_height);
       box.style.width = pct(face.box[2] - face.box[0], data.image_width);
       box.style.height = pct(face.box[3] - face.box[1], data.image_height);
-      box.appendChild(el("span", { class: "box-label" }, String(index + 1)));
+      box.appendChild(el("span", { class: "box-label" }, (index + 1) + " · " + face.gender + " " + Math.round(face.age)));
       boxes.appendChild(box);
       var item = el("li", { class: "face" });
       item.appendChild(el("span", { class: "age" }, "Age " + Math.round(face.age)));

@@ -58,6 +58,8 @@ def test_upload_then_boxes_appear_without_reload(
     boxes = WebDriverWait(browser, 10).until(
         ec.visibility_of_all_elements_located((By.CSS_SELECTOR, "#boxes .box"))
     )
+    if screenshot := os.environ.get("AGEGENDER_SCREENSHOT"):  # `make screenshot` keeps the picture
+        browser.save_screenshot(screenshot)
 
     assert browser.execute_script("return window.__sameDocument === true;")
     assert len(boxes) == 1
@@ -76,5 +78,3 @@ def test_upload_then_boxes_appear_without_reload(
     )
     faces_text = browser.find_element(By.ID, "faces").text
     assert "Age" in faces_text and "female" in faces_text and "% sure" in faces_text
-    if screenshot := os.environ.get("AGEGENDER_SCREENSHOT"):  # `make screenshot` keeps the picture
-        browser.save_screenshot(screenshot)
