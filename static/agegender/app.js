@@ -127,6 +127,12 @@
     });
   }
 
+  Array.prototype.forEach.call(document.querySelectorAll("form[data-confirm]"), function (node) {
+    node.addEventListener("submit", function (event) {
+      if (!window.confirm(node.getAttribute("data-confirm"))) event.preventDefault();
+    });
+  });
+
   Array.prototype.forEach.call(document.querySelectorAll(".outcome [data-status-url]"), function (node) {
     if (/status-(done|failed)/.test(node.className)) return;
     poll(node.getAttribute("data-status-url"), function (data) { setStatus(node, data); });
