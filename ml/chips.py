@@ -71,6 +71,38 @@ def _fingerprint(samples: list[Sample], size: int) -> str:
     return digest.hexdigest()[:16]
 
 
+def _derive_from_larger(
+    samples: list[Sample], name: str, size: int, cache_dir: Path, fingerprint: str
+) -> Path | None:
+    """Shrink a valid cache of larger chips (same template, so the same alignment) instead of re-detecting."""
+    from PIL import Image
+
+    for candidate in sorted(cache_dir.glob(f"{name}-*.npz")):
+        try:
+            larger = int(candidate.stem.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if larger <= size:
+            continue
+        with np.load(candidate) as cached:
+            if str(cached["fingerprint"]) != _fingerprint(samples, larger):
+                continue
+            fields = {key: cached[key] for key in cached.files}
+        fields["chips"] = np.stack(
+            [
+                np.asarray(Image.fromarray(chip).resize((size, size), Image.Resampling.LANCZOS))
+                for chip in fields["chips"]
+            ]
+        )
+        fields["fingerprint"] = np.array(fingerprint)
+        target = cache_dir / f"{name}-{size}.npz"
+        np.savez(target.with_suffix(".tmp.npz"), **fields)
+        target.with_suffix(".tmp.npz").replace(target)
+        print(f"[chips] {name}: {size}px chips derived from {candidate.name}", file=sys.stderr)
+        return target
+    return None
+
+
 def build_cache(folder: str | Path, size: int, cache_dir: str | Path, workers: int = 2) -> Path:
     """Path of the chip cache for `folder`, building it first where it is missing or stale.
 
@@ -89,6 +121,9 @@ def build_cache(folder: str | Path, size: int, cache_dir: str | Path, workers: i
             if str(cached["fingerprint"]) == fingerprint:
                 return target
     cache_dir.mkdir(parents=True, exist_ok=True)
+    derived = _derive_from_larger(samples, folder.name, size, cache_dir, fingerprint)
+    if derived is not None:
+        return derived
     chips = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
     detected = np.zeros(len(samples), dtype=bool)
     started = time.time()

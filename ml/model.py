@@ -32,9 +32,9 @@ def _block(x, filters: int, stride: int, name: str):
 
 
 def make_model(
-    input_size: int = 96,
+    input_size: int = 64,
     widths: tuple[int, ...] = (32, 64, 128, 256),
-    blocks: tuple[int, ...] = (2, 2, 2, 2),
+    blocks: tuple[int, ...] = (1, 2, 2, 2),
     dropout: float = 0.3,
 ) -> keras.Model:
     """A ResNet-style trunk sized for CPU inference, with an age-distribution head and a gender head."""
@@ -65,8 +65,6 @@ def make_augmenter(seed: int = 1337) -> keras.Sequential:
             layers.RandomTranslation(0.06, 0.06, fill_mode="reflect", seed=seed + 3),
             layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 4),
             layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 5),
-            layers.RandomGrayscale(0.1, seed=seed + 6),
-            layers.RandomGaussianBlur(0.3, kernel_size=3, sigma=1.0, value_range=(0, 255), seed=seed + 7),
         ],
         name="augment",
     )

@@ -35,10 +35,10 @@ class TrainConfig:
     data: list[str] = field(default_factory=lambda: list(DEFAULT_DATA))
     out: str = "runs/latest"
     cache_dir: str = "var/cache"
-    input_size: int = 96
+    input_size: int = 64
     widths: tuple[int, ...] = (32, 64, 128, 256)
-    blocks: tuple[int, ...] = (2, 2, 2, 2)
-    epochs: int = 18
+    blocks: tuple[int, ...] = (1, 2, 2, 2)
+    epochs: int = 28
     batch_size: int = 64
     learning_rate: float = 3e-3
     weight_decay: float = 5e-4

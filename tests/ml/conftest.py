@@ -13,11 +13,12 @@ from ml.data import DATASETS_DIR
 
 
 @pytest.fixture(scope="session")
-def engine():
-    """The shipped model with its detector, loaded once (`ml.Predictor.load()`)."""
+def engine(predictor):
+    """The shipped model with its detector (`ml.Predictor.load()`), shared with the service tests."""
     from ml import Predictor
 
-    return Predictor.load()
+    assert isinstance(predictor, Predictor)
+    return predictor
 
 
 @pytest.fixture(scope="session")
