@@ -27,6 +27,9 @@ from ml.data import (
     split,
 )
 
+#: Clean training faces used to re-estimate batch-norm statistics after fitting.
+RECALIBRATION_FACES = 8192
+
 DEFAULT_DATA = (str(DATASETS_DIR / "utkface"), str(DATASETS_DIR / "aaf-train"))
 
 
@@ -267,15 +270,22 @@ def train(config: TrainConfig) -> dict:
         )
     else:
         trainer.fit(fit_data, epochs=config.epochs, validation_data=val_data, callbacks=callbacks, verbose=0)
-    train_seconds = time.time() - started
+    return finish(model, train_set, val_set, config, train_seconds=time.time() - started)
 
+
+def finish(model, train_set: ChipSet, val_set: ChipSet, config: TrainConfig, *, train_seconds: float) -> dict:
+    """After fitting: batch-norm statistics from clean faces, the interval fitted on validation, artifact."""
     from ml.artifact import save_artifact
     from ml.calibration import evaluate_chips, fit_interval_scale
 
+    out = Path(config.out)
+    pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))[:RECALIBRATION_FACES]
+    recalibrate_batchnorm(model, train_set.chips[pick], seed=config.seed)
     val_probs = predict_chips(model, val_set.chips)
     interval_scale = fit_interval_scale(val_probs["age"], val_set.ages, coverage=0.8)
     metrics = evaluate_chips(val_probs, val_set, interval_scale)
     metrics["training_seconds"] = round(train_seconds, 1)
+    names = sorted(set(train_set.datasets) | set(val_set.datasets))
     manifest = save_artifact(
         model,
         out,
@@ -283,18 +293,16 @@ def train(config: TrainConfig) -> dict:
         interval_scale=interval_scale,
         metrics=metrics,
         training_data={
-            Path(folder).name: {
-                "train": int((train_set.datasets == Path(folder).name).sum()),
-                "validation": int((val_set.datasets == Path(folder).name).sum()),
+            name: {
+                "train": int((train_set.datasets == name).sum()),
+                "validation": int((val_set.datasets == name).sum()),
             }
-            for folder in config.data
+            for name in names
         },
     )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(
-        json.dumps({"out": str(out), "sha256": manifest["sha256"], "validation": metrics["overall"]}),
-        flush=True,
-    )
+    summary = {"out": str(out), "sha256": manifest["sha256"], "validation": metrics["overall"]}
+    print(json.dumps(summary), flush=True)
     return metrics
 
 
@@ -315,6 +323,26 @@ def _inputs(train_set: ChipSet, val_set: ChipSet, weights: np.ndarray, config: T
     )
     val_ds = tf.data.Dataset.from_tensor_slices((val_set.chips, y_val)).batch(256).prefetch(tf.data.AUTOTUNE)
     return train_ds, val_ds
+
+
+def recalibrate_batchnorm(model, chips: np.ndarray, batch_size: int = 128, seed: int = 0) -> None:
+    """Re-estimate batch-norm statistics on clean (unaugmented) faces, in place.
+
+    Training ends with moving averages taken from augmented batches under a still-moving network; a
+    cumulative average over clean training chips with the final weights matches what inference sees.
+    """
+    import keras
+
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    order = np.random.default_rng(seed).permutation(len(chips))
+    for step, start in enumerate(range(0, len(order), batch_size)):
+        for layer in norms:
+            layer.momentum = step / (step + 1.0)  # running mean of the batch statistics
+        batch = chips[np.sort(order[start : start + batch_size])].astype(np.float32)
+        model(batch, training=True)
+    for layer, momentum in zip(norms, momenta, strict=True):
+        layer.momentum = momentum
 
 
 def predict_chips(model, chips: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
