@@ -76,4 +76,23 @@ def evaluate_chips(outputs: dict[str, np.ndarray], chips, interval_scale: float)
                     age[sub], low[sub], high[sub], male[sub], chips.ages[sub], chips.males[sub]
                 )
         result["datasets"][name] = entry
+    result["interval_by_width"] = interval_by_width(age, low, high, chips.ages)
     return result
+
+
+def interval_by_width(age, low, high, true_age, groups: int = 3) -> list[dict]:
+    """Coverage and error for the narrowest to the widest third of ranges: sure faces get narrow ranges."""
+    order = np.argsort(high - low, kind="stable")
+    rows = []
+    for part in np.array_split(order, groups):
+        rows.append(
+            {
+                "count": int(len(part)),
+                "interval_width": round(float((high[part] - low[part]).mean()), 2),
+                "interval_coverage": round(
+                    float(((true_age[part] >= low[part]) & (true_age[part] <= high[part])).mean()), 4
+                ),
+                "age_mae": round(float(np.abs(age[part] - true_age[part]).mean()), 3),
+            }
+        )
+    return rows
