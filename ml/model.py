@@ -12,6 +12,9 @@ import keras
 from keras import layers
 
 AGE_CLASSES = 101  # 0..100 years
+#: Test-time views: the chip, its mirror, a 0.9× centre zoom and that zoom's mirror.
+TTA_VIEWS = 4
+_TTA_ZOOM = 0.9
 
 
 def _conv_bn(x, filters: int, kernel: int = 3, stride: int = 1, act: bool = True, name: str = ""):
@@ -68,3 +71,23 @@ def make_augmenter(seed: int = 1337) -> keras.Sequential:
         ],
         name="augment",
     )
+
+
+def test_time_views(chips):
+    """(N, S, S, 3) chips → (4N, S, S, 3): each chip, mirrored, zoomed to its centre, zoomed and mirrored."""
+    from keras import ops
+
+    size = chips.shape[1]
+    crop = int(round(size * _TTA_ZOOM))
+    offset = (size - crop) // 2
+    zoomed = ops.image.resize(chips[:, offset : offset + crop, offset : offset + crop, :], (size, size))
+    return ops.concatenate([chips, ops.flip(chips, axis=2), zoomed, ops.flip(zoomed, axis=2)], axis=0)
+
+
+def merge_views(outputs: dict):
+    """Average the model's outputs over the views made by `test_time_views`."""
+    from keras import ops
+
+    age = ops.mean(ops.reshape(outputs["age"], (TTA_VIEWS, -1, AGE_CLASSES)), axis=0)
+    male = ops.mean(ops.reshape(outputs["gender"], (TTA_VIEWS, -1)), axis=0)
+    return age, male

@@ -14,6 +14,7 @@ from ml.calibration import age_interval
 from ml.chips import whole_image_landmarks
 from ml.faces import Face
 from ml.images import ImageSource, load_image
+from ml.model import merge_views, test_time_views
 
 #: Faces per model call; a request with more faces is split into several calls of this size.
 MAX_BATCH = 64
@@ -32,18 +33,12 @@ class Predictor:
         self._model = model
         self._detector = detector
         size = self.input_size
+        signature = [tf.TensorSpec([None, size, size, 3], tf.float32)]
 
-        # One compiled graph for any batch size: the chips and their mirror images in one pass.
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True
-        )
+        # One compiled graph for any batch size: every chip with its test-time views in one pass.
+        @tf.function(input_signature=signature, reduce_retracing=True)
         def infer(chips):
-            both = tf.concat([chips, tf.reverse(chips, axis=[2])], axis=0)
-            out = model(both, training=False)
-            n = tf.shape(chips)[0]
-            age = (out["age"][:n] + out["age"][n:]) / 2
-            male = (tf.reshape(out["gender"][:n], [-1]) + tf.reshape(out["gender"][n:], [-1])) / 2
-            return age, male
+            return merge_views(model(test_time_views(chips), training=False))
 
         self._infer = infer
 

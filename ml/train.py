@@ -345,18 +345,17 @@ def recalibrate_batchnorm(model, chips: np.ndarray, batch_size: int = 128, seed:
         layer.momentum = momentum
 
 
-def predict_chips(model, chips: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Inference-mode outputs for chips, averaged with their mirror image (test-time flip)."""
+def predict_chips(model, chips: np.ndarray, batch_size: int = 128) -> dict[str, np.ndarray]:
+    """Inference-mode outputs for chips, averaged over the same test-time views the predictor uses."""
+    from ml.model import merge_views, test_time_views
+
     ages, males = [], []
     for start in range(0, len(chips), batch_size):
         batch = chips[start : start + batch_size].astype(np.float32)
-        both = np.concatenate([batch, batch[:, :, ::-1]])
-        out = model.predict_on_batch(both)
-        n = len(batch)
-        age = np.asarray(out["age"])
-        male = np.asarray(out["gender"]).reshape(-1)
-        ages.append((age[:n] + age[n:]) / 2)
-        males.append((male[:n] + male[n:]) / 2)
+        out = model.predict_on_batch(np.asarray(test_time_views(batch)))
+        age, male = merge_views(out)
+        ages.append(np.asarray(age))
+        males.append(np.asarray(male))
     return {"age": np.concatenate(ages), "gender": np.concatenate(males)}
 
 
