@@ -21,6 +21,11 @@ def template(size: int) -> np.ndarray:
     return ((_TEMPLATE_112 - _CENTRE) / (112.0 * CHIP_EXPAND) + 0.5) * size
 
 
+def whole_image_landmarks(width: int, height: int) -> np.ndarray:
+    """Where the five landmarks sit if the image is a tight face crop (the `whole_image_fallback` rule)."""
+    return _TEMPLATE_112 / 112.0 * np.array([width, height], dtype=np.float64)
+
+
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity transform (Umeyama) taking `src` points onto `dst`; returns 2×3."""
     src = np.asarray(src, dtype=np.float64)

@@ -23,13 +23,6 @@ from ml.data import Sample, read_labels
 PIPELINE_VERSION = "mtcnn1.0-align1.4-v1"
 
 
-def whole_image_landmarks(width: int, height: int) -> np.ndarray:
-    """Where the five landmarks sit if the image is a tight face crop (the `whole_image_fallback` rule)."""
-    from ml.alignment import _TEMPLATE_112
-
-    return _TEMPLATE_112 / 112.0 * np.array([width, height], dtype=np.float64)
-
-
 _detector = None
 BATCH = 16
 
@@ -37,7 +30,7 @@ BATCH = 16
 def _chip_batch(args: tuple[list[str], int]) -> list[tuple[np.ndarray, bool]]:
     global _detector
     paths, size = args
-    from ml.alignment import align
+    from ml.alignment import align, whole_image_landmarks
     from ml.detection import FaceDetector
     from ml.images import load_image
 

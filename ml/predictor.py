@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.alignment import align
+from ml.alignment import align, whole_image_landmarks
 from ml.artifact import DEFAULT_MODEL_DIR, read_manifest
 from ml.calibration import age_interval
-from ml.chips import whole_image_landmarks
 from ml.faces import Face
 from ml.images import ImageSource, load_image
 from ml.model import merge_views, test_time_views
