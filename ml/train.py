@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 1337
     version: str = "1.0.0"
     max_minutes: float | None = None  # stop early (keeping the weights) when training runs past this
+    init_from: str | None = None  # a model folder whose weights start this run (a longer schedule in parts)
 
 
 # ---------------------------------------------------------------- data
@@ -230,6 +231,11 @@ def train(config: TrainConfig) -> dict:
     )
 
     model = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
+    if config.init_from:
+        model.set_weights(
+            keras.models.load_model(Path(config.init_from) / "model.keras", compile=False).get_weights()
+        )
+        print(f"weights initialised from {config.init_from}", flush=True)
     inputs = keras.Input((config.input_size, config.input_size, 3), name="image")
     trainer = keras.Model(inputs, model(make_augmenter(config.seed)(inputs)), name="trainer")
     steps_per_epoch = int(np.ceil(len(train_set.ages) / config.batch_size))
@@ -397,6 +403,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         version=args.version,
         max_minutes=args.max_minutes,
+        init_from=args.init_from,
     )
     missing = [
         folder
