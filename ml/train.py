@@ -384,6 +384,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--version", default=defaults.version)
+    parser.add_argument("--init-from", default=None, help="model folder whose weights start this run")
     parser.add_argument(
         "--max-minutes", type=float, default=None, help="stop after the epoch that passes this"
     )
