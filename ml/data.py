@@ -91,8 +91,3 @@ def split(samples: list[Sample], share: float = VALIDATION_SHARE) -> tuple[list[
         val.extend(members[:n_val])
         train.extend(members[n_val:])
     return train, val
-
-
-def validation_keys(folder: str | Path) -> set[str]:
-    """Keys (`dataset/file`) of the validation part of one folder."""
-    return {s.key for s in split(read_labels(folder))[1]}

@@ -19,13 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.data import (
-    AGE_BUCKETS,
-    DATASETS_DIR,
-    Sample,  # noqa: F401  (re-exported for readers of this module)
-    age_bucket,
-    split,
-)
+from ml.data import DATASETS_DIR, Sample, split
 
 #: Clean training faces used to re-estimate batch-norm statistics after fitting.
 RECALIBRATION_FACES = 8192
@@ -96,10 +90,10 @@ def split_chips(chips: ChipSet) -> tuple[ChipSet, ChipSet]:
     """The fixed split of `ml.data.split`, applied to cached chips by key."""
     samples = [
         Sample(path=Path(key), age=int(age), gender="male" if male else "female", dataset=dataset)
-        for key, age, male, dataset in zip(chips.keys, chips.ages, chips.males, chips.datasets, strict=False)
+        for key, age, male, dataset in zip(chips.keys, chips.ages, chips.males, chips.datasets, strict=True)
     ]
     _, val = split(samples)
-    val_keys = {f"{s.dataset}/{s.path.name}" for s in val}
+    val_keys = {s.key for s in val}
     is_val = np.array([key in val_keys for key in chips.keys])
     return chips.take(np.flatnonzero(~is_val)), chips.take(np.flatnonzero(is_val))
 
@@ -420,4 +414,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["AGE_BUCKETS", "TrainConfig", "age_bucket", "add_arguments", "predict_chips", "run", "train"]
+__all__ = ["TrainConfig", "add_arguments", "predict_chips", "run", "train"]
