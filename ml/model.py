@@ -17,6 +17,26 @@ TTA_VIEWS = 4
 _TTA_ZOOM = 0.9
 
 
+@keras.saving.register_keras_serializable(package="agegender")
+class ChannelPad(layers.Layer):
+    """Append `extra` zero channels (dlib's residual join onto a wider branch, see `ml.cydral`)."""
+
+    def __init__(self, extra: int, **kwargs):
+        super().__init__(**kwargs)
+        self.extra = extra
+
+    def call(self, x):
+        from keras import ops
+
+        return ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, self.extra]])
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-1], shape[-1] + self.extra)
+
+    def get_config(self):
+        return {**super().get_config(), "extra": self.extra}
+
+
 def _conv_bn(x, filters: int, kernel: int = 3, stride: int = 1, act: bool = True, name: str = ""):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=0.9, epsilon=1e-3, name=f"{name}_bn")(x)
@@ -58,6 +78,42 @@ def make_model(
     return keras.Model(inputs, {"age": age, "gender": gender}, name="agegender_resnet")
 
 
+def make_fused_model(trunk: keras.Model, age_net: keras.Model, gender_net: keras.Model, dropout: float = 0.3):
+    """Our trunk and the Cydral age and gender networks side by side, under one pair of new heads.
+
+    Inputs: `image`, our loose 64-px chip (geometry "chip"), into `trunk` (a `make_model` network, up to
+    its pooled features); `face`, the tight 64-px chip (geometry "face", dlib's framing) into the Cydral
+    age network and, pooled to 32 px, into the Cydral gender network (`ml.cydral.port`). The three
+    feature vectors (256 + 256 + 16) are normalised, concatenated and read by the same heads as
+    `make_model`'s.
+    """
+    size = trunk.input_shape[1]
+    image = keras.Input((size, size, 3), name="image")
+    face = keras.Input((age_net.input_shape[1],) * 2 + (3,), name="face")
+    ours = keras.Model(trunk.inputs, trunk.get_layer("pool").output, name="trunk")(image)
+    age_features = age_net(face)["features"]
+    small = layers.AveragePooling2D(2, name="face_small")(face)
+    gender_features = gender_net(small)["features"]
+    x = layers.Concatenate(name="fuse")(
+        [
+            layers.LayerNormalization(name="trunk_norm")(ours),
+            layers.LayerNormalization(name="cydral_age_norm")(age_features),
+            layers.LayerNormalization(name="cydral_gender_norm")(gender_features),
+        ]
+    )
+    x = layers.Dropout(dropout, name="drop")(x)
+    age = layers.Dense(256, activation="relu", name="age_hidden")(x)
+    age = layers.Dense(AGE_CLASSES, activation="softmax", name="age")(age)
+    gender = layers.Dense(64, activation="relu", name="gender_hidden")(x)
+    gender = layers.Dense(1, activation="sigmoid", name="gender")(gender)
+    return keras.Model({"image": image, "face": face}, {"age": age, "gender": gender}, name="agegender_fused")
+
+
+def backbones(model: keras.Model) -> list:
+    """The pretrained parts of a fused model (frozen while its new heads warm up)."""
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)]
+
+
 def make_augmenter(seed: int = 1337) -> keras.Sequential:
     """Training-time augmentation matching real uploads: framing, flips, tilts, light, colour, blur."""
     return keras.Sequential(
@@ -74,8 +130,14 @@ def make_augmenter(seed: int = 1337) -> keras.Sequential:
 
 
 def test_time_views(chips):
-    """(N, S, S, 3) chips → (4N, S, S, 3): each chip, mirrored, zoomed to its centre, zoomed and mirrored."""
+    """(N, S, S, 3) chips → (4N, S, S, 3): each chip, mirrored, zoomed to its centre, zoomed and mirrored.
+
+    A dict of such arrays (a fused model's inputs) gives a dict, each input with the same views.
+    """
     from keras import ops
+
+    if isinstance(chips, dict):
+        return {name: test_time_views(value) for name, value in chips.items()}
 
     size = chips.shape[1]
     crop = int(round(size * _TTA_ZOOM))
