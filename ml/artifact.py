@@ -7,7 +7,8 @@ import json
 import time
 from pathlib import Path
 
-MODEL_NAME = "agegender-resnet"
+#: Model name in the manifest, by `TrainConfig.architecture`.
+MODEL_NAMES = {"resnet": "agegender-resnet", "fused": "agegender-fused"}
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 
 
@@ -30,12 +31,20 @@ def save_artifact(
     path = out / "model.keras"
     model.save(path)
     manifest = {
-        "name": MODEL_NAME,
+        "name": MODEL_NAMES[config.get("architecture", "resnet")],
         "version": config.get("version", "0"),
         "file": path.name,
         "sha256": sha256(path),
         "size_bytes": path.stat().st_size,
         "input_size": config["input_size"],
+        # each model input and the framing (`ml.alignment.GEOMETRIES`) of the chip it takes
+        "inputs": {
+            tensor.name: {
+                "geometry": "chip" if tensor.name == "image" else tensor.name,
+                "size": tensor.shape[1],
+            }
+            for tensor in model.inputs
+        },
         "age_classes": AGE_CLASSES,
         "interval": {
             "low_quantile": 0.1,

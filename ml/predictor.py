@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.alignment import align, whole_image_landmarks
+from ml.alignment import align, reframe, whole_image_landmarks
 from ml.artifact import DEFAULT_MODEL_DIR, read_manifest
 from ml.calibration import age_interval
 from ml.faces import Face
@@ -27,17 +27,22 @@ class Predictor:
 
         self.manifest = manifest
         self.input_size = int(manifest["input_size"])
+        # model input name -> (framing, size): "image" is our chip; a fused model also takes "face"
+        inputs = manifest.get("inputs") or {"image": {"geometry": "chip", "size": self.input_size}}
+        self._inputs = {name: (spec["geometry"], int(spec["size"])) for name, spec in inputs.items()}
         self.interval_scale = float(manifest["interval"]["scale"])
         self.model_version = f"{manifest['name']} {manifest['version']}"
         self._model = model
         self._detector = detector
-        size = self.input_size
-        signature = [tf.TensorSpec([None, size, size, 3], tf.float32)]
+        signature = [
+            {name: tf.TensorSpec([None, s, s, 3], tf.float32) for name, (_, s) in self._inputs.items()}
+        ]
 
         # One compiled graph for any batch size: every chip with its test-time views in one pass.
         @tf.function(input_signature=signature, reduce_retracing=True)
         def infer(chips):
-            return merge_views(model(test_time_views(chips), training=False))
+            views = test_time_views(chips)
+            return merge_views(model(views if len(views) > 1 else views["image"], training=False))
 
         self._infer = infer
 
@@ -53,9 +58,16 @@ class Predictor:
         model = keras.models.load_model(model_dir / manifest["file"], compile=False)
         predictor = cls(model, manifest, FaceDetector())
         predictor.predict_chips(
-            np.zeros((1, predictor.input_size, predictor.input_size, 3), np.uint8)
-        )  # warm up
-        return predictor
+            predictor.chips_of(np.zeros((8, 8, 3), np.uint8), whole_image_landmarks(8, 8))
+        )
+        return predictor  # warmed up: the graph is traced
+
+    def chips_of(self, rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's input for one face: each input's chip, aligned from the photo, with a batch axis."""
+        return {
+            name: align(rgb, landmarks, size, geometry)[None]
+            for name, (geometry, size) in self._inputs.items()
+        }
 
     def predict(self, source: ImageSource, *, whole_image_fallback: bool = False) -> list[Face]:
         """All faces in one image, largest first. Raises `ml.ImageError` for unusable input."""
@@ -71,18 +83,20 @@ class Predictor:
         for index, (rgb, found) in enumerate(zip(images, detections, strict=False)):
             if not found and whole_image_fallback:
                 height, width = rgb.shape[:2]
-                chips.append(align(rgb, whole_image_landmarks(width, height), self.input_size))
+                chips.append(self.chips_of(rgb, whole_image_landmarks(width, height)))
                 owners.append(index)
                 meta.append(((0, 0, width, height), False, 0.0, whole_image_landmarks(width, height)))
             for det in found:
-                chips.append(align(rgb, det.landmarks, self.input_size))
+                chips.append(self.chips_of(rgb, det.landmarks))
                 owners.append(index)
                 box = tuple(int(round(v)) for v in det.box)
                 meta.append((box, True, det.confidence, det.landmarks))
         results: list[list[Face]] = [[] for _ in images]
         if not chips:
             return results
-        age_probs, male = self.predict_chips(np.stack(chips))
+        age_probs, male = self.predict_chips(
+            {name: np.concatenate([c[name] for c in chips]) for name in self._inputs}
+        )
         ages, lows, highs = age_interval(age_probs, self.interval_scale)
         for i, owner in enumerate(owners):
             box, detected, confidence, landmarks = meta[i]
@@ -102,11 +116,23 @@ class Predictor:
             )
         return results
 
-    def predict_chips(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Model only: aligned uint8 chips (N, S, S, 3) → (age distributions (N, 101), P(male) (N,))."""
+    def predict_chips(self, chips) -> tuple[np.ndarray, np.ndarray]:
+        """Model only: aligned uint8 chips → (age distributions (N, 101), P(male) (N,)).
+
+        `chips` is a dict of (N, S, S, 3) arrays, one per model input (`chips_of`); a plain array is taken
+        as our chip framing and, for a fused model, the tight framing is re-cut from it.
+        """
+        if not isinstance(chips, dict):
+            chips = {"image": np.asarray(chips)}
+            for name, (geometry, size) in self._inputs.items():
+                if name != "image":
+                    chips[name] = reframe(chips["image"], size, geometry)
         ages, males = [], []
-        for start in range(0, len(chips), MAX_BATCH):
-            age, male = self._infer(np.asarray(chips[start : start + MAX_BATCH], dtype=np.float32))
+        for start in range(0, len(chips["image"]), MAX_BATCH):
+            batch = {
+                name: np.asarray(chips[name][start : start + MAX_BATCH], np.float32) for name in self._inputs
+            }
+            age, male = self._infer(batch)
             ages.append(age.numpy())
             males.append(male.numpy())
         return np.concatenate(ages), np.concatenate(males)

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,23 +27,39 @@ RECALIBRATION_FACES = 8192
 DEFAULT_DATA = (str(DATASETS_DIR / "utkface"), str(DATASETS_DIR / "aaf-train"))
 
 
+#: Size of the cached chips that the tight "face" framing is re-cut from (sharper than re-cutting 64 px).
+FACE_SOURCE_SIZE = 96
+
+
 @dataclass
 class TrainConfig:
+    """`architecture` "fused" (the default, the shipped model) runs two stages: our ResNet trunk alone
+    (`trunk_epochs` at `trunk_learning_rate`, into OUT/trunk, skipped with `trunk_from`), then the trunk
+    next to the Cydral networks (`ml.model.make_fused_model`): `head_epochs` with the pretrained parts
+    frozen, then `epochs` of fine-tuning everything at `learning_rate`. "resnet" is the trunk stage alone.
+    """
+
     data: list[str] = field(default_factory=lambda: list(DEFAULT_DATA))
     out: str = "runs/latest"
     cache_dir: str = "var/cache"
+    architecture: str = "fused"
     input_size: int = 64
     widths: tuple[int, ...] = (32, 64, 128, 256)
     blocks: tuple[int, ...] = (1, 2, 2, 2)
-    epochs: int = 28
+    epochs: int = 8
     batch_size: int = 64
-    learning_rate: float = 3e-3
+    learning_rate: float = 5e-4
+    head_epochs: int = 1
+    head_learning_rate: float = 2e-3
+    trunk_epochs: int = 28
+    trunk_learning_rate: float = 3e-3
+    trunk_from: str | None = None  # a trained trunk (model folder): skips the first stage
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     age_l1_weight: float = 0.1
     gender_label_smoothing: float = 0.05
     seed: int = 1337
-    version: str = "1.0.0"
+    version: str = "2.0.0"
     max_minutes: float | None = None  # stop early (keeping the weights) when training runs past this
     init_from: str | None = None  # a model folder whose weights start this run (a longer schedule in parts)
 
@@ -59,16 +75,34 @@ class ChipSet:
     datasets: np.ndarray  # (N,) str
     keys: np.ndarray  # (N,) str, "dataset/file"
     detected: np.ndarray  # (N,) bool
+    faces: np.ndarray | None = None  # (N, 64, 64, 3) uint8, the tight "face" framing, for fused models
 
     def take(self, index: np.ndarray) -> ChipSet:
-        return ChipSet(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
+        return ChipSet(
+            *(
+                None if getattr(self, f) is None else getattr(self, f)[index]
+                for f in self.__dataclass_fields__
+            )
+        )
+
+    def inputs(self, index=slice(None)):
+        """Model input for these faces: the chips, or with `faces` the fused model's dict."""
+        chips = self.chips[index].astype(np.float32)
+        if self.faces is None:
+            return chips
+        return {"image": chips, "face": self.faces[index].astype(np.float32)}
 
 
-def load_chips(folders: list[str], size: int, cache_dir: str) -> ChipSet:
+def load_chips(folders: list[str], size: int, cache_dir: str, faces: bool = False) -> ChipSet:
+    """Cached chips of these folders; with `faces`, also the tight framing re-cut from the 96-px cache."""
+    from ml.alignment import reframe
     from ml.chips import build_cache
 
     parts = []
     for folder in folders:
+        if faces:
+            with np.load(build_cache(folder, FACE_SOURCE_SIZE, cache_dir)) as data:
+                face_chips = reframe(data["chips"], 64, "face")
         path = build_cache(folder, size, cache_dir)
         with np.load(path) as data:
             name = Path(folder).name
@@ -81,9 +115,17 @@ def load_chips(folders: list[str], size: int, cache_dir: str) -> ChipSet:
                     datasets=np.array([name] * len(files)),
                     keys=np.array([f"{name}/{f}" for f in files]),
                     detected=data["detected"],
+                    faces=face_chips if faces else None,
                 )
             )
-    return ChipSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in ChipSet.__dataclass_fields__))
+    return ChipSet(
+        *(
+            None
+            if parts[0].faces is None and f == "faces"
+            else np.concatenate([getattr(p, f) for p in parts])
+            for f in ChipSet.__dataclass_fields__
+        )
+    )
 
 
 def split_chips(chips: ChipSet) -> tuple[ChipSet, ChipSet]:
@@ -151,7 +193,7 @@ def age_mae(y_true, probs):
 class EpochLine:
     """One progress line per epoch (no per-batch bars in logs)."""
 
-    def __new__(cls, epochs: int):
+    def __new__(cls, epochs: int, label: str = "epoch"):
         import keras
 
         class _Line(keras.callbacks.Callback):
@@ -162,7 +204,7 @@ class EpochLine:
                 logs = logs or {}
                 parts = [f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, (int, float))]
                 print(
-                    f"epoch {epoch + 1}/{epochs} {time.time() - self.started:.0f}s " + " ".join(parts),
+                    f"{label} {epoch + 1}/{epochs} {time.time() - self.started:.0f}s " + " ".join(parts),
                     flush=True,
                 )
 
@@ -208,37 +250,40 @@ class TimeLimit:
 
 
 def train(config: TrainConfig) -> dict:
+    """Run the configured training; returns the validation metrics of the saved model."""
+    if config.architecture == "resnet":
+        return _train_resnet(config)
+    if config.architecture != "fused":
+        raise ValueError(f"unknown architecture {config.architecture!r} (fused or resnet)")
+    trunk_from = config.trunk_from
+    if not trunk_from:
+        trunk_from = str(Path(config.out) / "trunk")
+        if not (Path(trunk_from) / "manifest.json").is_file():
+            print(f"stage 1 of 2: the trunk alone, into {trunk_from}", flush=True)
+            _train_resnet(
+                replace(
+                    config,
+                    architecture="resnet",
+                    out=trunk_from,
+                    epochs=config.trunk_epochs,
+                    learning_rate=config.trunk_learning_rate,
+                    init_from=None,
+                )
+            )
+    return _train_fused(replace(config, trunk_from=trunk_from))
+
+
+def _compile(
+    trainer, config: TrainConfig, learning_rate: float, epochs: int, steps: int, warmup_epochs: float
+):
     import keras
 
-    from ml.model import make_augmenter, make_model
-
-    keras.utils.set_random_seed(config.seed)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    chips = load_chips(config.data, config.input_size, config.cache_dir)
-    train_set, val_set = split_chips(chips)
-    print(
-        f"train {len(train_set.ages)} faces, validation {len(val_set.ages)} faces "
-        f"(detected {chips.detected.mean():.1%}); backend {keras.backend.backend()}",
-        flush=True,
-    )
-
-    model = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
-    if config.init_from:
-        model.set_weights(
-            keras.models.load_model(Path(config.init_from) / "model.keras", compile=False).get_weights()
-        )
-        print(f"weights initialised from {config.init_from}", flush=True)
-    inputs = keras.Input((config.input_size, config.input_size, 3), name="image")
-    trainer = keras.Model(inputs, model(make_augmenter(config.seed)(inputs)), name="trainer")
-    steps_per_epoch = int(np.ceil(len(train_set.ages) / config.batch_size))
-    warmup = int(config.warmup_epochs * steps_per_epoch)
+    warmup = int(warmup_epochs * steps)
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate / 20,
-        decay_steps=max(1, config.epochs * steps_per_epoch - warmup),
+        initial_learning_rate=learning_rate / 20 if warmup else learning_rate,
+        decay_steps=max(1, epochs * steps - warmup),
         alpha=0.01,
-        warmup_target=config.learning_rate,
+        warmup_target=learning_rate if warmup else None,
         warmup_steps=warmup,
     )
     trainer.compile(
@@ -250,10 +295,11 @@ def train(config: TrainConfig) -> dict:
         loss_weights={"age": 1.0, "gender": 1.0},
         metrics={"age": [age_mae], "gender": [keras.metrics.BinaryAccuracy(name="acc")]},
     )
+    return schedule, warmup
+
+
+def _fit(trainer, train_set: ChipSet, val_set: ChipSet, config: TrainConfig, epochs: int, callbacks) -> None:
     weights = age_weights(train_set.ages)
-    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLine(config.epochs)]
-    if config.max_minutes:
-        callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps_per_epoch, warmup))
     fit_data, val_data = _inputs(train_set, val_set, weights, config)
     if isinstance(fit_data, tuple):
         x, y, w = fit_data
@@ -262,14 +308,116 @@ def train(config: TrainConfig) -> dict:
             y,
             sample_weight=w,
             batch_size=config.batch_size,
-            epochs=config.epochs,
+            epochs=epochs,
             validation_data=val_data,
             callbacks=callbacks,
             verbose=0,
             shuffle=True,
         )
     else:
-        trainer.fit(fit_data, epochs=config.epochs, validation_data=val_data, callbacks=callbacks, verbose=0)
+        trainer.fit(fit_data, epochs=epochs, validation_data=val_data, callbacks=callbacks, verbose=0)
+
+
+def _load_sets(config: TrainConfig, faces: bool) -> tuple[ChipSet, ChipSet]:
+    import keras
+
+    chips = load_chips(config.data, config.input_size, config.cache_dir, faces=faces)
+    train_set, val_set = split_chips(chips)
+    print(
+        f"train {len(train_set.ages)} faces, validation {len(val_set.ages)} faces "
+        f"(detected {chips.detected.mean():.1%}); backend {keras.backend.backend()}",
+        flush=True,
+    )
+    return train_set, val_set
+
+
+def _train_resnet(config: TrainConfig) -> dict:
+    """Our ResNet-style network alone, from scratch (or `init_from`)."""
+    import keras
+
+    from ml.model import make_augmenter, make_model
+
+    keras.utils.set_random_seed(config.seed)
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    train_set, val_set = _load_sets(config, faces=False)
+    model = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
+    if config.init_from:
+        model.set_weights(
+            keras.models.load_model(Path(config.init_from) / "model.keras", compile=False).get_weights()
+        )
+        print(f"weights initialised from {config.init_from}", flush=True)
+    inputs = keras.Input((config.input_size, config.input_size, 3), name="image")
+    trainer = keras.Model(inputs, model(make_augmenter(config.seed)(inputs)), name="trainer")
+    steps = int(np.ceil(len(train_set.ages) / config.batch_size))
+    schedule, warmup = _compile(
+        trainer, config, config.learning_rate, config.epochs, steps, config.warmup_epochs
+    )
+    callbacks = [keras.callbacks.BackupAndRestore(str(Path(config.out) / "backup")), EpochLine(config.epochs)]
+    if config.max_minutes:
+        callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
+    _fit(trainer, train_set, val_set, config, config.epochs, callbacks)
+    return finish(model, train_set, val_set, config, train_seconds=time.time() - started)
+
+
+def _train_fused(config: TrainConfig) -> dict:
+    """The trained trunk next to the ported Cydral networks: new heads first, then everything."""
+    import keras
+    from keras import layers
+
+    from ml.cydral import bundled_onnx, port
+    from ml.model import backbones, make_augmenter, make_fused_model
+
+    if config.input_size != 64:
+        raise ValueError("the fused model takes 64-px chips (the Cydral age network's input)")
+    keras.utils.set_random_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    train_set, val_set = _load_sets(config, faces=True)
+    trunk = keras.models.load_model(Path(config.trunk_from) / "model.keras", compile=False)
+    model = make_fused_model(
+        trunk, port(bundled_onnx("age"), "cydral_age"), port(bundled_onnx("gender"), "cydral_gender")
+    )
+    print(f"fused model: trunk from {config.trunk_from}, {model.count_params():,} parameters", flush=True)
+    if config.init_from:
+        model.set_weights(
+            keras.models.load_model(Path(config.init_from) / "model.keras", compile=False).get_weights()
+        )
+        print(f"weights initialised from {config.init_from}", flush=True)
+    size = config.input_size
+    image = keras.Input((size, size, 3), name="image")
+    face = keras.Input((size, size, 3), name="face")
+    # one augmenter over both framings stacked as 6 channels: the same flip, tilt, shift and light
+    both = make_augmenter(config.seed)(layers.Concatenate(name="stack")([image, face]))
+    trainer = keras.Model(
+        {"image": image, "face": face}, model({"image": both[..., :3], "face": both[..., 3:]}), name="trainer"
+    )
+    steps = int(np.ceil(len(train_set.ages) / config.batch_size))
+    heads_done = out / "heads.weights.h5"
+    if config.head_epochs and not config.init_from:
+        if heads_done.is_file():
+            model.load_weights(heads_done)
+            print(f"heads warmed up earlier: {heads_done}", flush=True)
+        else:
+            for part in backbones(model):
+                part.trainable = False
+            _compile(trainer, config, config.head_learning_rate, config.head_epochs, steps, warmup_epochs=0)
+            callbacks = [
+                keras.callbacks.BackupAndRestore(str(out / "backup-heads")),
+                EpochLine(config.head_epochs, "heads"),
+            ]
+            _fit(trainer, train_set, val_set, config, config.head_epochs, callbacks)
+            model.save_weights(heads_done)
+    for part in backbones(model):
+        part.trainable = True
+    schedule, warmup = _compile(
+        trainer, config, config.learning_rate, config.epochs, steps, config.warmup_epochs
+    )
+    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLine(config.epochs)]
+    if config.max_minutes:
+        callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
+    _fit(trainer, train_set, val_set, config, config.epochs, callbacks)
     return finish(model, train_set, val_set, config, train_seconds=time.time() - started)
 
 
@@ -280,8 +428,8 @@ def finish(model, train_set: ChipSet, val_set: ChipSet, config: TrainConfig, *, 
 
     out = Path(config.out)
     pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))[:RECALIBRATION_FACES]
-    recalibrate_batchnorm(model, train_set.chips[pick], seed=config.seed)
-    val_probs = predict_chips(model, val_set.chips)
+    recalibrate_batchnorm(model, train_set.take(np.sort(pick)).inputs(), seed=config.seed)
+    val_probs = predict_chips(model, val_set.inputs())
     interval_scale = fit_interval_scale(val_probs["age"], val_set.ages, coverage=0.8)
     metrics = evaluate_chips(val_probs, val_set, interval_scale)
     metrics["training_seconds"] = round(train_seconds, 1)
@@ -311,49 +459,67 @@ def _inputs(train_set: ChipSet, val_set: ChipSet, weights: np.ndarray, config: T
 
     y_train = {"age": train_set.ages, "gender": train_set.males}
     y_val = {"age": val_set.ages, "gender": val_set.males}
+    x_train = (
+        train_set.chips if train_set.faces is None else {"image": train_set.chips, "face": train_set.faces}
+    )
+    x_val = val_set.chips if val_set.faces is None else {"image": val_set.chips, "face": val_set.faces}
     if keras.backend.backend() != "tensorflow":
-        return (train_set.chips, y_train, weights), (val_set.chips, y_val)
+        return (x_train, y_train, weights), (x_val, y_val)
     import tensorflow as tf
 
     train_ds = (
-        tf.data.Dataset.from_tensor_slices((train_set.chips, y_train, weights))
+        tf.data.Dataset.from_tensor_slices((x_train, y_train, weights))
         .shuffle(len(weights), seed=config.seed, reshuffle_each_iteration=True)
         .batch(config.batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
-    val_ds = tf.data.Dataset.from_tensor_slices((val_set.chips, y_val)).batch(256).prefetch(tf.data.AUTOTUNE)
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(256).prefetch(tf.data.AUTOTUNE)
     return train_ds, val_ds
 
 
-def recalibrate_batchnorm(model, chips: np.ndarray, batch_size: int = 128, seed: int = 0) -> None:
+def _rows(inputs, index):
+    if isinstance(inputs, dict):
+        return {name: np.asarray(value[index], dtype=np.float32) for name, value in inputs.items()}
+    return np.asarray(inputs[index], dtype=np.float32)
+
+
+def _count(inputs) -> int:
+    return len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
+
+
+def recalibrate_batchnorm(model, chips, batch_size: int = 128, seed: int = 0) -> None:
     """Re-estimate batch-norm statistics on clean (unaugmented) faces, in place.
 
     Training ends with moving averages taken from augmented batches under a still-moving network; a
     cumulative average over clean training chips with the final weights matches what inference sees.
+    `chips` is the model's input: an array, or a dict of arrays for a fused model (nested parts included).
     """
     import keras
 
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     momenta = [layer.momentum for layer in norms]
-    order = np.random.default_rng(seed).permutation(len(chips))
+    order = np.random.default_rng(seed).permutation(_count(chips))
     for step, start in enumerate(range(0, len(order), batch_size)):
         for layer in norms:
             layer.momentum = step / (step + 1.0)  # running mean of the batch statistics
-        batch = chips[np.sort(order[start : start + batch_size])].astype(np.float32)
-        model(batch, training=True)
+        model(_rows(chips, np.sort(order[start : start + batch_size])), training=True)
     for layer, momentum in zip(norms, momenta, strict=True):
         layer.momentum = momentum
 
 
-def predict_chips(model, chips: np.ndarray, batch_size: int = 128) -> dict[str, np.ndarray]:
-    """Inference-mode outputs for chips, averaged over the same test-time views the predictor uses."""
+def predict_chips(model, chips, batch_size: int = 128) -> dict[str, np.ndarray]:
+    """Inference-mode outputs for chips (array, or dict of arrays), averaged over the predictor's views."""
     from ml.model import merge_views, test_time_views
 
     ages, males = [], []
-    for start in range(0, len(chips), batch_size):
-        batch = chips[start : start + batch_size].astype(np.float32)
-        out = model.predict_on_batch(np.asarray(test_time_views(batch)))
-        age, male = merge_views(out)
+    for start in range(0, _count(chips), batch_size):
+        views = test_time_views(_rows(chips, slice(start, start + batch_size)))
+        views = {k: np.asarray(v) for k, v in views.items()} if isinstance(views, dict) else np.asarray(views)
+        age, male = merge_views(model.predict_on_batch(views))
         ages.append(np.asarray(age))
         males.append(np.asarray(male))
     return {"age": np.concatenate(ages), "gender": np.concatenate(males)}
@@ -368,9 +534,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default=defaults.out, help="output folder (model.keras, manifest.json, metrics.json)"
     )
     parser.add_argument("--cache-dir", default=defaults.cache_dir, help="where aligned chips are cached")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument(
+        "--architecture",
+        choices=("fused", "resnet"),
+        default=defaults.architecture,
+        help="fused: trunk, then trunk + Cydral networks (the shipped model); resnet: the trunk alone",
+    )
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs of the last stage")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--head-epochs", type=int, default=defaults.head_epochs)
+    parser.add_argument("--head-learning-rate", type=float, default=defaults.head_learning_rate)
+    parser.add_argument("--trunk-epochs", type=int, default=defaults.trunk_epochs)
+    parser.add_argument("--trunk-learning-rate", type=float, default=defaults.trunk_learning_rate)
+    parser.add_argument("--trunk-from", default=None, help="a trained trunk (model folder): skip stage 1")
     parser.add_argument("--input-size", type=int, default=defaults.input_size)
     parser.add_argument("--widths", default=",".join(map(str, defaults.widths)), help="channels per stage")
     parser.add_argument(
@@ -389,9 +566,15 @@ def run(args: argparse.Namespace) -> int:
         data=args.data or list(DEFAULT_DATA),
         out=args.out,
         cache_dir=args.cache_dir,
+        architecture=args.architecture,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        head_epochs=args.head_epochs,
+        head_learning_rate=args.head_learning_rate,
+        trunk_epochs=args.trunk_epochs,
+        trunk_learning_rate=args.trunk_learning_rate,
+        trunk_from=args.trunk_from,
         input_size=args.input_size,
         widths=tuple(int(v) for v in args.widths.split(",")),
         blocks=tuple(int(v) for v in args.blocks.split(",")),

@@ -38,21 +38,35 @@ def tiny_folder(tmp_path_factory, astronaut) -> Path:
     return folder
 
 
+def command(folder: Path, out: Path, epochs: int) -> list[str]:
+    """The default (fused) configuration, every stage cut to one epoch except the last one's `epochs`."""
+    args = [sys.executable, "-m", "ml", "train", "--data", str(folder), "--out", str(out)]
+    args += ["--cache-dir", str(out.parent / "cache"), "--epochs", str(epochs), "--batch-size", "8"]
+    return args + ["--trunk-epochs", "1", "--head-epochs", "1"]
+
+
 def train(folder: Path, out: Path, epochs: int) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "ml", "train", "--data", str(folder), "--out", str(out)]
-    command += ["--cache-dir", str(out.parent / "cache"), "--epochs", str(epochs), "--batch-size", "8"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    return subprocess.run(command(folder, out, epochs), capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
 def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, astronaut):
     out = tmp_path / "run"
     first = train(tiny_folder, out, epochs=1)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "epoch 1/1" in first.stdout
+    # stage 1 (the trunk alone), the heads' warm-up, then the fused model
+    assert "stage 1 of 2" in first.stdout and "heads 1/1" in first.stdout
+    assert first.stdout.count("epoch 1/1") == 2
+    trunk = json.loads((out / "trunk" / "manifest.json").read_text())
+    assert trunk["name"] == "agegender-resnet" and list(trunk["inputs"]) == ["image"]
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["sha256"] == sha256(out / "model.keras")
     assert manifest["input_size"] == 64 and manifest["training_data"]["tinyset"]["validation"] >= 1
+    assert manifest["name"] == "agegender-fused"
+    assert manifest["inputs"] == {
+        "face": {"geometry": "face", "size": 64},
+        "image": {"geometry": "chip", "size": 64},
+    }
     assert 0 < manifest["interval"]["scale"] < 10
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["overall"]["count"] == manifest["training_data"]["tinyset"]["validation"]
@@ -66,10 +80,8 @@ def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, ast
 
 def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_folder, tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "ml", "train", "--data", str(tiny_folder), "--out", str(out)]
-    command += ["--cache-dir", str(tmp_path / "cache"), "--epochs", "3", "--batch-size", "8"]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+        command(tiny_folder, out, 3), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
     )
     try:
         for line in process.stdout:
@@ -83,6 +95,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_folder, tmp_path):
     resumed = train(tiny_folder, out, epochs=3)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "epoch 2/3" in resumed.stdout and "epoch 1/3" not in resumed.stdout
+    assert "stage 1 of 2" not in resumed.stdout and "heads warmed up earlier" in resumed.stdout
     assert (out / "model.keras").is_file()
 
 
