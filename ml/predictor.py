@@ -62,6 +62,11 @@ class Predictor:
         )
         return predictor  # warmed up: the graph is traced
 
+    @property
+    def input_specs(self) -> dict[str, tuple[str, int]]:
+        """Each model input's name → (framing in `ml.alignment.GEOMETRIES`, chip size in pixels)."""
+        return dict(self._inputs)
+
     def chips_of(self, rgb: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
         """The model's input for one face: each input's chip, aligned from the photo, with a batch axis."""
         return {

@@ -114,3 +114,18 @@ def test_model_output_is_a_distribution_and_a_probability(engine):
     assert ages.shape == (16, 101) and males.shape == (16,)
     assert np.allclose(ages.sum(axis=1), 1.0, atol=1e-4)
     assert np.all((males >= 0) & (males <= 1))
+
+
+def test_each_model_input_gets_its_own_framing_of_the_face(engine, astronaut):
+    rgb = np.asarray(astronaut)
+    (face,) = engine.predict(rgb)
+    chips = engine.chips_of(rgb, np.array(face.landmarks))
+    assert set(chips) == set(engine.input_specs) and "image" in chips
+    for name, (_, size) in engine.input_specs.items():
+        assert chips[name].shape == (1, size, size, 3) and chips[name].dtype == np.uint8
+    if "face" in chips:  # the fused model: the tight framing is a different crop, not a copy
+        assert np.abs(chips["face"].astype(float) - chips["image"]).mean() > 20
+    ages, males = engine.predict_chips(chips)
+    # the model alone on these chips gives what predict() reported (landmarks were rounded to 0.1 px)
+    assert abs(float(ages[0] @ np.arange(101)) - face.age) < 0.5
+    assert (males[0] >= 0.5) == (face.gender == "male")
