@@ -46,9 +46,9 @@ class TrainConfig:
     input_size: int = 64
     widths: tuple[int, ...] = (32, 64, 128, 256)
     blocks: tuple[int, ...] = (1, 2, 2, 2)
-    epochs: int = 8
+    epochs: int = 4
     batch_size: int = 64
-    learning_rate: float = 5e-4
+    learning_rate: float = 3e-4
     head_epochs: int = 1
     head_learning_rate: float = 2e-3
     trunk_epochs: int = 28
