@@ -331,6 +331,15 @@ def _load_sets(config: TrainConfig, faces: bool) -> tuple[ChipSet, ChipSet]:
     return train_set, val_set
 
 
+def _init_from(model, folder: str | None) -> None:
+    """Start `model` from the weights of the same architecture saved in `folder` (`--init-from`)."""
+    import keras
+
+    if folder:
+        model.set_weights(keras.models.load_model(Path(folder) / "model.keras", compile=False).get_weights())
+        print(f"weights initialised from {folder}", flush=True)
+
+
 def _train_resnet(config: TrainConfig) -> dict:
     """Our ResNet-style network alone, from scratch (or `init_from`)."""
     import keras
@@ -342,11 +351,7 @@ def _train_resnet(config: TrainConfig) -> dict:
     started = time.time()
     train_set, val_set = _load_sets(config, faces=False)
     model = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
-    if config.init_from:
-        model.set_weights(
-            keras.models.load_model(Path(config.init_from) / "model.keras", compile=False).get_weights()
-        )
-        print(f"weights initialised from {config.init_from}", flush=True)
+    _init_from(model, config.init_from)
     inputs = keras.Input((config.input_size, config.input_size, 3), name="image")
     trainer = keras.Model(inputs, model(make_augmenter(config.seed)(inputs)), name="trainer")
     steps = int(np.ceil(len(train_set.ages) / config.batch_size))
@@ -380,11 +385,7 @@ def _train_fused(config: TrainConfig) -> dict:
         trunk, port(bundled_onnx("age"), "cydral_age"), port(bundled_onnx("gender"), "cydral_gender")
     )
     print(f"fused model: trunk from {config.trunk_from}, {model.count_params():,} parameters", flush=True)
-    if config.init_from:
-        model.set_weights(
-            keras.models.load_model(Path(config.init_from) / "model.keras", compile=False).get_weights()
-        )
-        print(f"weights initialised from {config.init_from}", flush=True)
+    _init_from(model, config.init_from)
     size = config.input_size
     image = keras.Input((size, size, 3), name="image")
     face = keras.Input((size, size, 3), name="face")
