@@ -37,6 +37,36 @@ class ChannelPad(layers.Layer):
         return {**super().get_config(), "extra": self.extra}
 
 
+@keras.saving.register_keras_serializable(package="agegender")
+class LogitBlend(layers.Layer):
+    """P(male) mixed from our head's probability and a second network's two-class logits, in logit space.
+
+    `sigmoid((1 - weight) * logit(p) + weight * (z[male] - z[female]))`: with `weight` 0 it is our head
+    alone, with 1 the other network alone. `weight` is fitted after training (`ml.train.fit_expert_weight`).
+    """
+
+    def __init__(self, weight: float, male_index: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = float(weight)
+        self.male_index = int(male_index)
+
+    def call(self, inputs):
+        from keras import ops
+
+        male, logits = inputs
+        male = ops.clip(male, 1e-6, 1.0 - 1e-6)
+        ours = ops.log(male) - ops.log1p(-male)
+        m, f = self.male_index, 1 - self.male_index
+        theirs = logits[:, m : m + 1] - logits[:, f : f + 1]
+        return ops.sigmoid((1.0 - self.weight) * ours + self.weight * theirs)
+
+    def compute_output_shape(self, shapes):
+        return shapes[0]
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight, "male_index": self.male_index}
+
+
 def _conv_bn(x, filters: int, kernel: int = 3, stride: int = 1, act: bool = True, name: str = ""):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=0.9, epsilon=1e-3, name=f"{name}_bn")(x)
@@ -107,6 +137,23 @@ def make_fused_model(trunk: keras.Model, age_net: keras.Model, gender_net: keras
     gender = layers.Dense(64, activation="relu", name="gender_hidden")(x)
     gender = layers.Dense(1, activation="sigmoid", name="gender")(gender)
     return keras.Model({"image": image, "face": face}, {"age": age, "gender": gender}, name="agegender_fused")
+
+
+def with_gender_expert(model: keras.Model, expert: keras.Model, weight: float) -> keras.Model:
+    """`model` (a fused model) with its gender output blended with a frozen `expert`'s (`LogitBlend`).
+
+    The expert is the original Cydral gender network (`ml.cydral.port`), which reads the tight face
+    chip pooled to 32 px as it was trained to; fine-tuning inside the fused model made our gender head
+    better on UTKFace, while the untouched network stays better on East Asian faces (All-Age-Faces), and
+    the blend keeps most of both. Age is passed through unchanged.
+    """
+    inputs = {name: keras.Input(tensor.shape[1:], name=name) for name, tensor in model.input.items()}
+    outputs = model(inputs)
+    expert.trainable = False
+    small = layers.AveragePooling2D(2, name="expert_face_small")(inputs["face"])
+    gender = LogitBlend(weight, name="gender")([outputs["gender"], expert(small)["logits"]])
+    age = layers.Identity(name="age")(outputs["age"])
+    return keras.Model(inputs, {"age": age, "gender": gender}, name=f"{model.name}_expert")
 
 
 def backbones(model: keras.Model) -> list:

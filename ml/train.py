@@ -27,6 +27,11 @@ RECALIBRATION_FACES = 8192
 DEFAULT_DATA = (str(DATASETS_DIR / "utkface"), str(DATASETS_DIR / "aaf-train"))
 
 
+#: Training faces (of the batch-norm sample) on which the gender expert's blend weight is fitted.
+EXPERT_FIT_FACES = 4096
+#: Blend weights tried for the gender expert (0 = our head alone, 1 = the expert alone).
+EXPERT_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))
+
 #: Size of the cached chips that the tight "face" framing is re-cut from (sharper than re-cutting 64 px).
 FACE_SOURCE_SIZE = 96
 
@@ -36,7 +41,9 @@ class TrainConfig:
     """`architecture` "fused" (the default, the shipped model) runs two stages: our ResNet trunk alone
     (`trunk_epochs` at `trunk_learning_rate`, into OUT/trunk, skipped with `trunk_from`), then the trunk
     next to the Cydral networks (`ml.model.make_fused_model`): `head_epochs` with the pretrained parts
-    frozen, then `epochs` of fine-tuning everything at `learning_rate`. "resnet" is the trunk stage alone.
+    frozen, then `epochs` of fine-tuning everything at `learning_rate`; with `gender_expert`, the original
+    Cydral gender network is finally blended into the gender output (`ml.model.with_gender_expert`), its
+    weight fitted on training faces. "resnet" is the trunk stage alone.
     """
 
     data: list[str] = field(default_factory=lambda: list(DEFAULT_DATA))
@@ -62,6 +69,7 @@ class TrainConfig:
     version: str = "2.0.0"
     max_minutes: float | None = None  # stop early (keeping the weights) when training runs past this
     init_from: str | None = None  # a model folder whose weights start this run (a longer schedule in parts)
+    gender_expert: bool = True  # fused only: blend the untouched Cydral gender network into the output
 
 
 # ---------------------------------------------------------------- data
@@ -256,7 +264,7 @@ def train(config: TrainConfig) -> dict:
     if config.architecture != "fused":
         raise ValueError(f"unknown architecture {config.architecture!r} (fused or resnet)")
     trunk_from = config.trunk_from
-    if not trunk_from:
+    if not trunk_from and not config.init_from:  # with init_from, every weight comes from that model
         trunk_from = str(Path(config.out) / "trunk")
         if not (Path(trunk_from) / "manifest.json").is_file():
             print(f"stage 1 of 2: the trunk alone, into {trunk_from}", flush=True)
@@ -336,7 +344,10 @@ def _init_from(model, folder: str | None) -> None:
     import keras
 
     if folder:
-        model.set_weights(keras.models.load_model(Path(folder) / "model.keras", compile=False).get_weights())
+        saved = keras.models.load_model(Path(folder) / "model.keras", compile=False)
+        if saved.name != model.name and model.name in [layer.name for layer in saved.layers]:
+            saved = saved.get_layer(model.name)  # a fused model saved with its gender expert around it
+        model.set_weights(saved.get_weights())
         print(f"weights initialised from {folder}", flush=True)
 
 
@@ -371,7 +382,7 @@ def _train_fused(config: TrainConfig) -> dict:
     from keras import layers
 
     from ml.cydral import bundled_onnx, port
-    from ml.model import backbones, make_augmenter, make_fused_model
+    from ml.model import backbones, make_augmenter, make_fused_model, make_model
 
     if config.input_size != 64:
         raise ValueError("the fused model takes 64-px chips (the Cydral age network's input)")
@@ -380,11 +391,15 @@ def _train_fused(config: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     train_set, val_set = _load_sets(config, faces=True)
-    trunk = keras.models.load_model(Path(config.trunk_from) / "model.keras", compile=False)
+    if config.trunk_from:
+        trunk = keras.models.load_model(Path(config.trunk_from) / "model.keras", compile=False)
+    else:  # the architecture only: `init_from` supplies the weights
+        trunk = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
     model = make_fused_model(
         trunk, port(bundled_onnx("age"), "cydral_age"), port(bundled_onnx("gender"), "cydral_gender")
     )
-    print(f"fused model: trunk from {config.trunk_from}, {model.count_params():,} parameters", flush=True)
+    source = config.trunk_from or config.init_from
+    print(f"fused model: trunk from {source}, {model.count_params():,} parameters", flush=True)
     _init_from(model, config.init_from)
     size = config.input_size
     image = keras.Input((size, size, 3), name="image")
@@ -412,13 +427,14 @@ def _train_fused(config: TrainConfig) -> dict:
             model.save_weights(heads_done)
     for part in backbones(model):
         part.trainable = True
-    schedule, warmup = _compile(
-        trainer, config, config.learning_rate, config.epochs, steps, config.warmup_epochs
-    )
-    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLine(config.epochs)]
-    if config.max_minutes:
-        callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
-    _fit(trainer, train_set, val_set, config, config.epochs, callbacks)
+    if config.epochs:  # 0: only the finishing steps (e.g. a new gender expert on a trained model)
+        schedule, warmup = _compile(
+            trainer, config, config.learning_rate, config.epochs, steps, config.warmup_epochs
+        )
+        callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), EpochLine(config.epochs)]
+        if config.max_minutes:
+            callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
+        _fit(trainer, train_set, val_set, config, config.epochs, callbacks)
     return finish(model, train_set, val_set, config, train_seconds=time.time() - started)
 
 
@@ -430,10 +446,15 @@ def finish(model, train_set: ChipSet, val_set: ChipSet, config: TrainConfig, *, 
     out = Path(config.out)
     pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))[:RECALIBRATION_FACES]
     recalibrate_batchnorm(model, train_set.take(np.sort(pick)).inputs(), seed=config.seed)
+    expert = None
+    if config.architecture == "fused" and config.gender_expert:
+        model, expert = add_gender_expert(model, train_set.take(np.sort(pick[:EXPERT_FIT_FACES])))
     val_probs = predict_chips(model, val_set.inputs())
     interval_scale = fit_interval_scale(val_probs["age"], val_set.ages, coverage=0.8)
     metrics = evaluate_chips(val_probs, val_set, interval_scale)
     metrics["training_seconds"] = round(train_seconds, 1)
+    if expert:
+        metrics["gender_expert"] = expert
     names = sorted(set(train_set.datasets) | set(val_set.datasets))
     manifest = save_artifact(
         model,
@@ -453,6 +474,54 @@ def finish(model, train_set: ChipSet, val_set: ChipSet, config: TrainConfig, *, 
     summary = {"out": str(out), "sha256": manifest["sha256"], "validation": metrics["overall"]}
     print(json.dumps(summary), flush=True)
     return metrics
+
+
+def add_gender_expert(model, fit_set: ChipSet):
+    """`model` with the original Cydral gender network blended in, the weight fitted on `fit_set`.
+
+    The weight minimises the log loss of P(male) on these (training) faces, averaged over the
+    predictor's test-time views exactly as served. Returns the new model and a summary for the metrics.
+    """
+    from ml.cydral import bundled_onnx, port
+    from ml.model import TTA_VIEWS, with_gender_expert
+
+    expert = port(bundled_onnx("gender"), "cydral_gender_expert")
+    ours, theirs = [], []
+    for start in range(0, len(fit_set.ages), 128):
+        views = test_time_views_np(fit_set.inputs(slice(start, start + 128)))
+        ours.append(np.asarray(model.predict_on_batch(views)["gender"]).reshape(TTA_VIEWS, -1))
+        half = views["face"].shape[1] // 2  # the model's AveragePooling2D(2) of the face chip
+        small = views["face"].reshape(-1, half, 2, half, 2, 3).mean(axis=(2, 4))
+        logits = np.asarray(expert.predict_on_batch(small)["logits"])
+        theirs.append((logits[:, 1] - logits[:, 0]).reshape(TTA_VIEWS, -1))
+    ours_male = np.clip(np.concatenate(ours, axis=1), 1e-6, 1 - 1e-6)
+    ours_logit = np.log(ours_male) - np.log1p(-ours_male)
+    theirs_logit = np.concatenate(theirs, axis=1)
+    truth = fit_set.males.astype(np.float64)
+    table = []
+    for weight in EXPERT_WEIGHTS:
+        male = (1 / (1 + np.exp(-((1 - weight) * ours_logit + weight * theirs_logit)))).mean(axis=0)
+        male = np.clip(male, 1e-6, 1 - 1e-6)
+        loss = -np.mean(truth * np.log(male) + (1 - truth) * np.log1p(-male))
+        accuracy = float(((male >= 0.5) == (truth >= 0.5)).mean())
+        table.append((weight, float(loss), accuracy))
+        print(f"gender expert weight {weight:.2f}: log loss {loss:.4f}, accuracy {accuracy:.4f}", flush=True)
+    weight, loss, accuracy = min(table, key=lambda row: row[1])
+    print(f"gender expert: weight {weight} fitted on {len(truth)} training faces", flush=True)
+    summary = {
+        "weight": weight,
+        "fitted_on_training_faces": len(truth),
+        "training_log_loss": round(loss, 4),
+        "training_accuracy": round(accuracy, 4),
+    }
+    return with_gender_expert(model, expert, weight), summary
+
+
+def test_time_views_np(chips: dict) -> dict:
+    """`ml.model.test_time_views` of a dict of arrays, as numpy arrays."""
+    from ml.model import test_time_views
+
+    return {name: np.asarray(value) for name, value in test_time_views(chips).items()}
 
 
 def _inputs(train_set: ChipSet, val_set: ChipSet, weights: np.ndarray, config: TrainConfig):
@@ -558,6 +627,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default=defaults.version)
     parser.add_argument("--init-from", default=None, help="model folder whose weights start this run")
     parser.add_argument(
+        "--no-gender-expert",
+        dest="gender_expert",
+        action="store_false",
+        help="fused: do not blend the original Cydral gender network into the gender output",
+    )
+    parser.add_argument(
         "--max-minutes", type=float, default=None, help="stop after the epoch that passes this"
     )
 
@@ -583,6 +658,7 @@ def run(args: argparse.Namespace) -> int:
         version=args.version,
         max_minutes=args.max_minutes,
         init_from=args.init_from,
+        gender_expert=args.gender_expert,
     )
     missing = [
         folder

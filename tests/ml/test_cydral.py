@@ -70,3 +70,44 @@ def test_reframe_cuts_the_face_framing_out_of_a_chip(astronaut, engine):
     # in the tight framing the eyes sit higher in the chip and further apart
     assert template(64, "face")[0, 1] < template(64, "chip")[0, 1]
     assert np.ptp(template(64, "face")[:2, 0]) > 1.5 * np.ptp(template(64, "chip")[:2, 0])
+
+
+def test_gender_expert_blends_in_logit_space_and_survives_saving(engine, astronaut, tmp_path):
+    """`with_gender_expert`: weight 0 is our head, weight 1 the untouched Cydral gender network."""
+    import keras
+    import onnxruntime
+
+    from ml.cydral import MEANS, bundled_onnx, port
+    from ml.model import with_gender_expert
+
+    (found,) = engine._detector.detect_many([np.asarray(astronaut)])[0]
+    chips = engine.chips_of(np.asarray(astronaut), found.landmarks)
+    chips = {name: np.concatenate([c, c[:, :, ::-1]]).astype(np.float32) for name, c in chips.items()}
+    fused = engine._model
+    if "agegender_fused" in [layer.name for layer in fused.layers]:  # the shipped model has one already
+        fused = fused.get_layer("agegender_fused")
+    ours = fused.predict_on_batch(chips)
+    expert = port(bundled_onnx("gender"), "cydral_gender_expert")
+
+    alone = with_gender_expert(fused, expert, 0.0).predict_on_batch(chips)
+    np.testing.assert_allclose(alone["gender"], ours["gender"], atol=1e-5)
+    np.testing.assert_allclose(alone["age"], ours["age"], atol=1e-6)
+
+    small = chips["face"].reshape(2, 32, 2, 32, 2, 3).mean(axis=(2, 4))
+    session = onnxruntime.InferenceSession(str(bundled_onnx("gender")))
+    feed = ((small - np.array(MEANS, np.float32)) / 256.0).transpose(0, 3, 1, 2)
+    theirs = session.run(None, {session.get_inputs()[0].name: feed})[0][:, 1]
+    np.testing.assert_allclose(
+        with_gender_expert(fused, expert, 1.0).predict_on_batch(chips)["gender"][:, 0], theirs, atol=1e-4
+    )
+
+    def logit(p):
+        p = np.asarray(p, np.float64).reshape(-1)
+        return np.log(p) - np.log1p(-p)
+
+    half = with_gender_expert(fused, expert, 0.5)
+    mixed = half.predict_on_batch(chips)["gender"]
+    np.testing.assert_allclose(logit(mixed), 0.5 * logit(ours["gender"]) + 0.5 * logit(theirs), atol=1e-3)
+    half.save(tmp_path / "blend.keras")
+    reloaded = keras.models.load_model(tmp_path / "blend.keras", compile=False)
+    np.testing.assert_allclose(reloaded.predict_on_batch(chips)["gender"], mixed, atol=1e-6)

@@ -71,11 +71,28 @@ def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, ast
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["overall"]["count"] == manifest["training_data"]["tinyset"]["validation"]
     assert (out.parent / "cache" / "tinyset-64.npz").is_file()
+    # last step: the untouched Cydral gender network blended in, its weight fitted on training faces
+    from ml.train import EXPERT_WEIGHTS
+
+    expert = metrics["gender_expert"]
+    assert expert["weight"] in EXPERT_WEIGHTS and expert["fitted_on_training_faces"] >= 1
+    assert f"gender expert: weight {expert['weight']}" in first.stdout
 
     from ml import Predictor
 
     faces = Predictor.load(out).predict(np.ascontiguousarray(astronaut))
     assert len(faces) == 1 and faces[0].gender in ("female", "male")
+
+    # a finished model (expert included) starts a new run; with --epochs 0 only the final steps run
+    again = out.parent / "again"
+    args = command(tiny_folder, again, 0) + ["--init-from", str(out)]
+    finishing = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert finishing.returncode == 0, finishing.stderr[-2000:]
+    assert "stage 1 of 2" not in finishing.stdout and "epoch 1/" not in finishing.stdout
+    assert json.loads((again / "metrics.json").read_text())["gender_expert"]["weight"] == expert["weight"]
+    refaces = Predictor.load(again).predict(np.ascontiguousarray(astronaut))
+    assert abs(refaces[0].age - faces[0].age) < 0.5
+    assert abs(refaces[0].gender_confidence - faces[0].gender_confidence) < 0.01
 
 
 def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_folder, tmp_path):
