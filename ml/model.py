@@ -28,7 +28,10 @@ class ChannelPad(layers.Layer):
     def call(self, x):
         from keras import ops
 
-        return ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, self.extra]])
+        # zeros concatenated rather than ops.pad: TensorFlow 2.21's oneDNN graph rewrite crashes
+        # (segmentation fault) on the gradient of pad → add → relu, the Cydral residual join
+        zeros = ops.zeros_like(x[..., :1])
+        return ops.concatenate([x, ops.repeat(zeros, self.extra, axis=-1)], axis=-1)
 
     def compute_output_shape(self, shape):
         return (*shape[:-1], shape[-1] + self.extra)

@@ -111,3 +111,33 @@ def test_gender_expert_blends_in_logit_space_and_survives_saving(engine, astrona
     half.save(tmp_path / "blend.keras")
     reloaded = keras.models.load_model(tmp_path / "blend.keras", compile=False)
     np.testing.assert_allclose(reloaded.predict_on_batch(chips)["gender"], mixed, atol=1e-6)
+
+
+def test_the_ported_age_network_can_be_trained_in_a_compiled_graph():
+    """Its gradient in a `tf.function` (as `fit` runs it) once crashed TensorFlow 2.21 with oneDNN on.
+
+    Run in a child process: the failure was a segmentation fault, which would take pytest down.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import numpy as np, tensorflow as tf
+from ml.cydral import bundled_onnx, port
+net = port(bundled_onnx("age"), "cydral_age")
+x = tf.constant(np.random.default_rng(0).uniform(0, 255, (8, 64, 64, 3)).astype("float32"))
+@tf.function
+def step(chips):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(net(chips, training=True)["logits"])
+    return tape.gradient(loss, net.trainable_variables)
+grads = step(x)
+print("gradients", len(grads), all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads))
+"""
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=root
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "gradients" in result.stdout and result.stdout.strip().endswith("True")
