@@ -27,8 +27,6 @@ RECALIBRATION_FACES = 8192
 DEFAULT_DATA = (str(DATASETS_DIR / "utkface"), str(DATASETS_DIR / "aaf-train"))
 
 
-#: Training faces (of the batch-norm sample) on which the gender expert's blend weight is fitted.
-EXPERT_FIT_FACES = 4096
 #: Blend weights tried for the gender expert (0 = our head alone, 1 = the expert alone).
 EXPERT_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))
 
@@ -43,7 +41,11 @@ class TrainConfig:
     next to the Cydral networks (`ml.model.make_fused_model`): `head_epochs` with the pretrained parts
     frozen, then `epochs` of fine-tuning everything at `learning_rate`; with `gender_expert`, the original
     Cydral gender network is finally blended into the gender output (`ml.model.with_gender_expert`), its
-    weight fitted on training faces. "resnet" is the trunk stage alone.
+    weight fitted on the calibration faces. "resnet" is the trunk stage alone.
+
+    `calibration_share` of each dataset's training faces is held out of every stage's fitting: the
+    age range's width and the gender expert's weight are fitted on these faces, so that nothing at all
+    is fitted on the validation split (with 0, the range is fitted on validation as before).
     """
 
     data: list[str] = field(default_factory=lambda: list(DEFAULT_DATA))
@@ -70,6 +72,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop early (keeping the weights) when training runs past this
     init_from: str | None = None  # a model folder whose weights start this run (a longer schedule in parts)
     gender_expert: bool = True  # fused only: blend the untouched Cydral gender network into the output
+    calibration_share: float = 0.1
 
 
 # ---------------------------------------------------------------- data
@@ -326,17 +329,34 @@ def _fit(trainer, train_set: ChipSet, val_set: ChipSet, config: TrainConfig, epo
         trainer.fit(fit_data, epochs=epochs, validation_data=val_data, callbacks=callbacks, verbose=0)
 
 
-def _load_sets(config: TrainConfig, faces: bool) -> tuple[ChipSet, ChipSet]:
+def hold_out(train_set: ChipSet, share: float, seed: int) -> tuple[ChipSet, ChipSet]:
+    """(faces to fit on, calibration faces): `share` of each dataset's training faces, drawn with `seed`."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for name in sorted(set(train_set.datasets)):
+        index = np.flatnonzero(train_set.datasets == name)
+        count = int(round(share * len(index)))
+        if share > 0 and len(index) >= 2:
+            count = min(max(count, 1), len(index) - 1)
+        held.extend(rng.permutation(index)[:count])
+    is_held = np.zeros(len(train_set.ages), bool)
+    is_held[held] = True
+    return train_set.take(np.flatnonzero(~is_held)), train_set.take(np.flatnonzero(is_held))
+
+
+def _load_sets(config: TrainConfig, faces: bool) -> tuple[ChipSet, ChipSet, ChipSet]:
+    """(training, calibration, validation) faces; the first two together are the training split."""
     import keras
 
     chips = load_chips(config.data, config.input_size, config.cache_dir, faces=faces)
     train_set, val_set = split_chips(chips)
+    train_set, calibration_set = hold_out(train_set, config.calibration_share, config.seed)
     print(
-        f"train {len(train_set.ages)} faces, validation {len(val_set.ages)} faces "
-        f"(detected {chips.detected.mean():.1%}); backend {keras.backend.backend()}",
+        f"train {len(train_set.ages)} faces, calibration {len(calibration_set.ages)}, validation "
+        f"{len(val_set.ages)} (detected {chips.detected.mean():.1%}); backend {keras.backend.backend()}",
         flush=True,
     )
-    return train_set, val_set
+    return train_set, calibration_set, val_set
 
 
 def _init_from(model, folder: str | None) -> None:
@@ -360,7 +380,7 @@ def _train_resnet(config: TrainConfig) -> dict:
     keras.utils.set_random_seed(config.seed)
     Path(config.out).mkdir(parents=True, exist_ok=True)
     started = time.time()
-    train_set, val_set = _load_sets(config, faces=False)
+    train_set, calibration_set, val_set = _load_sets(config, faces=False)
     model = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
     _init_from(model, config.init_from)
     inputs = keras.Input((config.input_size, config.input_size, 3), name="image")
@@ -373,7 +393,8 @@ def _train_resnet(config: TrainConfig) -> dict:
     if config.max_minutes:
         callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
     _fit(trainer, train_set, val_set, config, config.epochs, callbacks)
-    return finish(model, train_set, val_set, config, train_seconds=time.time() - started)
+    sets = (train_set, calibration_set, val_set)
+    return finish(model, *sets, config, train_seconds=time.time() - started)
 
 
 def _train_fused(config: TrainConfig) -> dict:
@@ -390,7 +411,7 @@ def _train_fused(config: TrainConfig) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    train_set, val_set = _load_sets(config, faces=True)
+    train_set, calibration_set, val_set = _load_sets(config, faces=True)
     if config.trunk_from:
         trunk = keras.models.load_model(Path(config.trunk_from) / "model.keras", compile=False)
     else:  # the architecture only: `init_from` supplies the weights
@@ -435,27 +456,46 @@ def _train_fused(config: TrainConfig) -> dict:
         if config.max_minutes:
             callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
         _fit(trainer, train_set, val_set, config, config.epochs, callbacks)
-    return finish(model, train_set, val_set, config, train_seconds=time.time() - started)
+    sets = (train_set, calibration_set, val_set)
+    return finish(model, *sets, config, train_seconds=time.time() - started)
 
 
-def finish(model, train_set: ChipSet, val_set: ChipSet, config: TrainConfig, *, train_seconds: float) -> dict:
-    """After fitting: batch-norm statistics from clean faces, the interval fitted on validation, artifact."""
+def finish(
+    model,
+    train_set: ChipSet,
+    calibration_set: ChipSet,
+    val_set: ChipSet,
+    config: TrainConfig,
+    *,
+    train_seconds: float,
+) -> dict:
+    """After fitting: batch-norm statistics from clean training faces; the gender expert and the range's
+    width fitted on the calibration faces (without any, the expert on training faces and the range on
+    validation); validation metrics; the artifact."""
     from ml.artifact import save_artifact
     from ml.calibration import evaluate_chips, fit_interval_scale
 
     out = Path(config.out)
     pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))[:RECALIBRATION_FACES]
     recalibrate_batchnorm(model, train_set.take(np.sort(pick)).inputs(), seed=config.seed)
+    calibrated = len(calibration_set.ages) > 0
     expert = None
     if config.architecture == "fused" and config.gender_expert:
-        model, expert = add_gender_expert(model, train_set.take(np.sort(pick[:EXPERT_FIT_FACES])))
+        fit_set = calibration_set if calibrated else train_set.take(np.sort(pick[:4096]))
+        model, expert = add_gender_expert(model, fit_set)
     val_probs = predict_chips(model, val_set.inputs())
-    interval_scale = fit_interval_scale(val_probs["age"], val_set.ages, coverage=0.8)
+    scale_set = calibration_set if calibrated else val_set
+    scale_probs = predict_chips(model, scale_set.inputs()) if calibrated else val_probs
+    interval_scale = fit_interval_scale(scale_probs["age"], scale_set.ages, coverage=0.8)
     metrics = evaluate_chips(val_probs, val_set, interval_scale)
     metrics["training_seconds"] = round(train_seconds, 1)
     if expert:
         metrics["gender_expert"] = expert
     names = sorted(set(train_set.datasets) | set(val_set.datasets))
+    metrics["fitted_on"] = {
+        "interval_scale": "calibration" if calibrated else "validation",
+        "gender_expert": ("calibration" if calibrated else "training") if expert else None,
+    }
     manifest = save_artifact(
         model,
         out,
@@ -465,6 +505,7 @@ def finish(model, train_set: ChipSet, val_set: ChipSet, config: TrainConfig, *, 
         training_data={
             name: {
                 "train": int((train_set.datasets == name).sum()),
+                "calibration": int((calibration_set.datasets == name).sum()),
                 "validation": int((val_set.datasets == name).sum()),
             }
             for name in names
@@ -479,8 +520,10 @@ def finish(model, train_set: ChipSet, val_set: ChipSet, config: TrainConfig, *, 
 def add_gender_expert(model, fit_set: ChipSet):
     """`model` with the original Cydral gender network blended in, the weight fitted on `fit_set`.
 
-    The weight minimises the log loss of P(male) on these (training) faces, averaged over the
-    predictor's test-time views exactly as served. Returns the new model and a summary for the metrics.
+    The weight minimises the log loss of P(male) on these faces (the calibration faces, which no stage
+    was fitted on: on faces it has learnt, our head is over-confident and would get too much weight),
+    averaged over the predictor's test-time views exactly as served. Returns the new model and a summary
+    for the metrics.
     """
     from ml.cydral import bundled_onnx, port
     from ml.model import TTA_VIEWS, with_gender_expert
@@ -507,12 +550,16 @@ def add_gender_expert(model, fit_set: ChipSet):
         table.append((weight, float(loss), accuracy))
         print(f"gender expert weight {weight:.2f}: log loss {loss:.4f}, accuracy {accuracy:.4f}", flush=True)
     weight, loss, accuracy = min(table, key=lambda row: row[1])
-    print(f"gender expert: weight {weight} fitted on {len(truth)} training faces", flush=True)
+    print(f"gender expert: weight {weight} fitted on {len(truth)} faces", flush=True)
     summary = {
         "weight": weight,
-        "fitted_on_training_faces": len(truth),
-        "training_log_loss": round(loss, 4),
-        "training_accuracy": round(accuracy, 4),
+        "fitted_on_faces": len(truth),
+        "log_loss": round(loss, 4),
+        "accuracy": round(accuracy, 4),
+        "by_weight": [
+            {"weight": w, "log_loss": round(row_loss, 4), "accuracy": round(row_accuracy, 4)}
+            for w, row_loss, row_accuracy in table
+        ],
     }
     return with_gender_expert(model, expert, weight), summary
 
@@ -627,6 +674,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default=defaults.version)
     parser.add_argument("--init-from", default=None, help="model folder whose weights start this run")
     parser.add_argument(
+        "--calibration-share",
+        type=float,
+        default=defaults.calibration_share,
+        help="share of training faces held out to fit the range and the gender expert (0: none)",
+    )
+    parser.add_argument(
         "--no-gender-expert",
         dest="gender_expert",
         action="store_false",
@@ -659,6 +712,7 @@ def run(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         init_from=args.init_from,
         gender_expert=args.gender_expert,
+        calibration_share=args.calibration_share,
     )
     missing = [
         folder

@@ -71,11 +71,14 @@ def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, ast
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["overall"]["count"] == manifest["training_data"]["tinyset"]["validation"]
     assert (out.parent / "cache" / "tinyset-64.npz").is_file()
-    # last step: the untouched Cydral gender network blended in, its weight fitted on training faces
+    # last step: the untouched Cydral gender network blended in, its weight fitted on held-out faces
     from ml.train import EXPERT_WEIGHTS
 
     expert = metrics["gender_expert"]
-    assert expert["weight"] in EXPERT_WEIGHTS and expert["fitted_on_training_faces"] >= 1
+    calibration = manifest["training_data"]["tinyset"]["calibration"]
+    assert expert["weight"] in EXPERT_WEIGHTS and expert["fitted_on_faces"] == calibration >= 1
+    # nothing is fitted on validation faces: the range's width comes from the calibration faces too
+    assert metrics["fitted_on"] == {"interval_scale": "calibration", "gender_expert": "calibration"}
     assert f"gender expert: weight {expert['weight']}" in first.stdout
 
     from ml import Predictor
