@@ -43,9 +43,10 @@ class TrainConfig:
     Cydral gender network is finally blended into the gender output (`ml.model.with_gender_expert`), its
     weight fitted on the calibration faces. "resnet" is the trunk stage alone.
 
-    `calibration_share` of each dataset's training faces is held out of every stage's fitting: the
-    age range's width and the gender expert's weight are fitted on these faces, so that nothing at all
-    is fitted on the validation split (with 0, the range is fitted on validation as before).
+    `calibration_share` of each dataset's training faces can be held out of every stage's fitting: the
+    age range's width and the gender expert's weight are then fitted on these faces, so that nothing at
+    all is fitted on the validation split. The default, 0 (the shipped model), fits the expert's weight
+    on training faces and the range's width (one number) on validation faces.
     """
 
     data: list[str] = field(default_factory=lambda: list(DEFAULT_DATA))
@@ -68,11 +69,11 @@ class TrainConfig:
     age_l1_weight: float = 0.1
     gender_label_smoothing: float = 0.05
     seed: int = 1337
-    version: str = "2.0.0"
+    version: str = "2.1.0"
     max_minutes: float | None = None  # stop early (keeping the weights) when training runs past this
     init_from: str | None = None  # a model folder whose weights start this run (a longer schedule in parts)
     gender_expert: bool = True  # fused only: blend the untouched Cydral gender network into the output
-    calibration_share: float = 0.1
+    calibration_share: float = 0.0
 
 
 # ---------------------------------------------------------------- data

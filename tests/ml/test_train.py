@@ -75,10 +75,9 @@ def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, ast
     from ml.train import EXPERT_WEIGHTS
 
     expert = metrics["gender_expert"]
-    calibration = manifest["training_data"]["tinyset"]["calibration"]
-    assert expert["weight"] in EXPERT_WEIGHTS and expert["fitted_on_faces"] == calibration >= 1
-    # nothing is fitted on validation faces: the range's width comes from the calibration faces too
-    assert metrics["fitted_on"] == {"interval_scale": "calibration", "gender_expert": "calibration"}
+    assert expert["weight"] in EXPERT_WEIGHTS and expert["fitted_on_faces"] >= 1
+    assert metrics["fitted_on"] == {"interval_scale": "validation", "gender_expert": "training"}
+    assert manifest["training_data"]["tinyset"]["calibration"] == 0
     assert f"gender expert: weight {expert['weight']}" in first.stdout
 
     from ml import Predictor
@@ -86,16 +85,23 @@ def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, ast
     faces = Predictor.load(out).predict(np.ascontiguousarray(astronaut))
     assert len(faces) == 1 and faces[0].gender in ("female", "male")
 
-    # a finished model (expert included) starts a new run; with --epochs 0 only the final steps run
+    # a finished model (expert included) starts a new run; with --epochs 0 only the final steps run,
+    # here with faces held out for calibration: then nothing is fitted on validation faces
     again = out.parent / "again"
-    args = command(tiny_folder, again, 0) + ["--init-from", str(out)]
+    args = command(tiny_folder, again, 0) + ["--init-from", str(out), "--calibration-share", "0.2"]
     finishing = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert finishing.returncode == 0, finishing.stderr[-2000:]
     assert "stage 1 of 2" not in finishing.stdout and "epoch 1/" not in finishing.stdout
-    assert json.loads((again / "metrics.json").read_text())["gender_expert"]["weight"] == expert["weight"]
+    remetrics = json.loads((again / "metrics.json").read_text())
+    assert remetrics["fitted_on"] == {"interval_scale": "calibration", "gender_expert": "calibration"}
+    calibration = json.loads((again / "manifest.json").read_text())["training_data"]["tinyset"]
+    assert (
+        calibration["calibration"] >= 1
+        and calibration["train"] < manifest["training_data"]["tinyset"]["train"]
+    )
+    assert remetrics["gender_expert"]["fitted_on_faces"] == calibration["calibration"]
     refaces = Predictor.load(again).predict(np.ascontiguousarray(astronaut))
-    assert abs(refaces[0].age - faces[0].age) < 0.5
-    assert abs(refaces[0].gender_confidence - faces[0].gender_confidence) < 0.01
+    assert abs(refaces[0].age - faces[0].age) < 0.5  # same weights: the age does not move
 
 
 def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_folder, tmp_path):
