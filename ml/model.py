@@ -45,7 +45,7 @@ class LogitBlend(layers.Layer):
     """P(male) mixed from our head's probability and a second network's two-class logits, in logit space.
 
     `sigmoid((1 - weight) * logit(p) + weight * (z[male] - z[female]))`: with `weight` 0 it is our head
-    alone, with 1 the other network alone. `weight` is fitted after training (`ml.train.fit_expert_weight`).
+    alone, with 1 the other network alone. `weight` is fitted after training (`ml.train.add_gender_expert`).
     """
 
     def __init__(self, weight: float, male_index: int = 1, **kwargs):

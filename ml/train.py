@@ -27,6 +27,8 @@ RECALIBRATION_FACES = 8192
 DEFAULT_DATA = (str(DATASETS_DIR / "utkface"), str(DATASETS_DIR / "aaf-train"))
 
 
+#: Training faces on which the gender expert's weight is fitted when no calibration faces are held out.
+EXPERT_FIT_FACES = 4096
 #: Blend weights tried for the gender expert (0 = our head alone, 1 = the expert alone).
 EXPERT_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))
 
@@ -41,7 +43,7 @@ class TrainConfig:
     next to the Cydral networks (`ml.model.make_fused_model`): `head_epochs` with the pretrained parts
     frozen, then `epochs` of fine-tuning everything at `learning_rate`; with `gender_expert`, the original
     Cydral gender network is finally blended into the gender output (`ml.model.with_gender_expert`), its
-    weight fitted on the calibration faces. "resnet" is the trunk stage alone.
+    weight fitted by log loss (`add_gender_expert`). "resnet" is the trunk stage alone.
 
     `calibration_share` of each dataset's training faces can be held out of every stage's fitting: the
     age range's width and the gender expert's weight are then fitted on these faces, so that nothing at
@@ -482,7 +484,7 @@ def finish(
     calibrated = len(calibration_set.ages) > 0
     expert = None
     if config.architecture == "fused" and config.gender_expert:
-        fit_set = calibration_set if calibrated else train_set.take(np.sort(pick[:4096]))
+        fit_set = calibration_set if calibrated else train_set.take(np.sort(pick[:EXPERT_FIT_FACES]))
         model, expert = add_gender_expert(model, fit_set)
     val_probs = predict_chips(model, val_set.inputs())
     scale_set = calibration_set if calibrated else val_set
@@ -492,11 +494,11 @@ def finish(
     metrics["training_seconds"] = round(train_seconds, 1)
     if expert:
         metrics["gender_expert"] = expert
-    names = sorted(set(train_set.datasets) | set(val_set.datasets))
     metrics["fitted_on"] = {
         "interval_scale": "calibration" if calibrated else "validation",
         "gender_expert": ("calibration" if calibrated else "training") if expert else None,
     }
+    names = sorted(set(train_set.datasets) | set(val_set.datasets))
     manifest = save_artifact(
         model,
         out,
@@ -521,10 +523,10 @@ def finish(
 def add_gender_expert(model, fit_set: ChipSet):
     """`model` with the original Cydral gender network blended in, the weight fitted on `fit_set`.
 
-    The weight minimises the log loss of P(male) on these faces (the calibration faces, which no stage
-    was fitted on: on faces it has learnt, our head is over-confident and would get too much weight),
-    averaged over the predictor's test-time views exactly as served. Returns the new model and a summary
-    for the metrics.
+    The weight minimises the log loss of P(male) on these faces (calibration faces where some are held
+    out, else training faces, on which our head is over-confident and so gets more weight than held-out
+    faces would give it), averaged over the predictor's test-time views exactly as served. Returns the
+    new model and a summary for the metrics.
     """
     from ml.cydral import bundled_onnx, port
     from ml.model import TTA_VIEWS, with_gender_expert
@@ -532,7 +534,7 @@ def add_gender_expert(model, fit_set: ChipSet):
     expert = port(bundled_onnx("gender"), "cydral_gender_expert")
     ours, theirs = [], []
     for start in range(0, len(fit_set.ages), 128):
-        views = test_time_views_np(fit_set.inputs(slice(start, start + 128)))
+        views = _views(fit_set.inputs(slice(start, start + 128)))
         ours.append(np.asarray(model.predict_on_batch(views)["gender"]).reshape(TTA_VIEWS, -1))
         half = views["face"].shape[1] // 2  # the model's AveragePooling2D(2) of the face chip
         small = views["face"].reshape(-1, half, 2, half, 2, 3).mean(axis=(2, 4))
@@ -565,8 +567,8 @@ def add_gender_expert(model, fit_set: ChipSet):
     return with_gender_expert(model, expert, weight), summary
 
 
-def test_time_views_np(chips: dict) -> dict:
-    """`ml.model.test_time_views` of a dict of arrays, as numpy arrays."""
+def _views(chips: dict) -> dict:
+    """`ml.model.test_time_views` of a dict of arrays, as NumPy arrays."""
     from ml.model import test_time_views
 
     return {name: np.asarray(value) for name, value in test_time_views(chips).items()}
