@@ -142,6 +142,11 @@ def make_fused_model(trunk: keras.Model, age_net: keras.Model, gender_net: keras
     return keras.Model({"image": image, "face": face}, {"age": age, "gender": gender}, name="agegender_fused")
 
 
+def expert_logits(expert: keras.Model, face):
+    """The gender expert's two logits for the tight face chip, which it reads pooled to half size."""
+    return expert(layers.AveragePooling2D(2, name="expert_face_small")(face))["logits"]
+
+
 def with_gender_expert(model: keras.Model, expert: keras.Model, weight: float) -> keras.Model:
     """`model` (a fused model) with its gender output blended with a frozen `expert`'s (`LogitBlend`).
 
@@ -153,8 +158,7 @@ def with_gender_expert(model: keras.Model, expert: keras.Model, weight: float) -
     inputs = {name: keras.Input(tensor.shape[1:], name=name) for name, tensor in model.input.items()}
     outputs = model(inputs)
     expert.trainable = False
-    small = layers.AveragePooling2D(2, name="expert_face_small")(inputs["face"])
-    gender = LogitBlend(weight, name="gender")([outputs["gender"], expert(small)["logits"]])
+    gender = LogitBlend(weight, name="gender")([outputs["gender"], expert_logits(expert, inputs["face"])])
     age = layers.Identity(name="age")(outputs["age"])
     return keras.Model(inputs, {"age": age, "gender": gender}, name=f"{model.name}_expert")
 

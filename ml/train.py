@@ -528,17 +528,19 @@ def add_gender_expert(model, fit_set: ChipSet):
     faces would give it), averaged over the predictor's test-time views exactly as served. Returns the
     new model and a summary for the metrics.
     """
+    import keras
+
     from ml.cydral import bundled_onnx, port
-    from ml.model import TTA_VIEWS, with_gender_expert
+    from ml.model import TTA_VIEWS, expert_logits, with_gender_expert
 
     expert = port(bundled_onnx("gender"), "cydral_gender_expert")
+    face = keras.Input(fit_set.faces.shape[1:], name="face")
+    branch = keras.Model(face, expert_logits(expert, face))  # the expert as the blended model runs it
     ours, theirs = [], []
     for start in range(0, len(fit_set.ages), 128):
         views = _views(fit_set.inputs(slice(start, start + 128)))
         ours.append(np.asarray(model.predict_on_batch(views)["gender"]).reshape(TTA_VIEWS, -1))
-        half = views["face"].shape[1] // 2  # the model's AveragePooling2D(2) of the face chip
-        small = views["face"].reshape(-1, half, 2, half, 2, 3).mean(axis=(2, 4))
-        logits = np.asarray(expert.predict_on_batch(small)["logits"])
+        logits = np.asarray(branch.predict_on_batch(views["face"]))
         theirs.append((logits[:, 1] - logits[:, 0]).reshape(TTA_VIEWS, -1))
     ours_male = np.clip(np.concatenate(ours, axis=1), 1e-6, 1 - 1e-6)
     ours_logit = np.log(ours_male) - np.log1p(-ours_male)
