@@ -42,7 +42,7 @@ def command(folder: Path, out: Path, epochs: int) -> list[str]:
     """The default (fused) configuration, every stage cut to one epoch except the last one's `epochs`."""
     args = [sys.executable, "-m", "ml", "train", "--data", str(folder), "--out", str(out)]
     args += ["--cache-dir", str(out.parent / "cache"), "--epochs", str(epochs), "--batch-size", "8"]
-    return args + ["--trunk-epochs", "1", "--head-epochs", "1"]
+    return args + ["--trunk-epochs", "1", "--head-epochs", "1", "--polish-epochs", "1"]
 
 
 def train(folder: Path, out: Path, epochs: int) -> subprocess.CompletedProcess:
@@ -53,9 +53,10 @@ def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, ast
     out = tmp_path / "run"
     first = train(tiny_folder, out, epochs=1)
     assert first.returncode == 0, first.stderr[-2000:]
-    # stage 1 (the trunk alone), the heads' warm-up, then the fused model
+    # stage 1 (the trunk alone), the heads' warm-up, then the fused model on two schedules
     assert "stage 1 of 2" in first.stdout and "heads 1/1" in first.stdout
-    assert first.stdout.count("epoch 1/1") == 2
+    assert first.stdout.count("epoch 1/1") == 2 and "polish 1/1" in first.stdout
+    assert (out / "finetuned.weights.h5").is_file()
     trunk = json.loads((out / "trunk" / "manifest.json").read_text())
     assert trunk["name"] == "agegender-resnet" and list(trunk["inputs"]) == ["image"]
 
@@ -85,13 +86,16 @@ def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, ast
     faces = Predictor.load(out).predict(np.ascontiguousarray(astronaut))
     assert len(faces) == 1 and faces[0].gender in ("female", "male")
 
-    # a finished model (expert included) starts a new run; with --epochs 0 only the final steps run,
+    # a finished model (expert included) starts a new run; with no epochs only the final steps run,
     # here with faces held out for calibration: then nothing is fitted on validation faces
     again = out.parent / "again"
     args = command(tiny_folder, again, 0) + ["--init-from", str(out), "--calibration-share", "0.2"]
-    finishing = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    finishing = subprocess.run(
+        args + ["--polish-epochs", "0"], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
     assert finishing.returncode == 0, finishing.stderr[-2000:]
     assert "stage 1 of 2" not in finishing.stdout and "epoch 1/" not in finishing.stdout
+    assert "polish 1/" not in finishing.stdout
     remetrics = json.loads((again / "metrics.json").read_text())
     assert remetrics["fitted_on"] == {"interval_scale": "calibration", "gender_expert": "calibration"}
     calibration = json.loads((again / "manifest.json").read_text())["training_data"]["tinyset"]
@@ -122,10 +126,48 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_folder, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "epoch 2/3" in resumed.stdout and "epoch 1/3" not in resumed.stdout
     assert "stage 1 of 2" not in resumed.stdout and "heads warmed up earlier" in resumed.stdout
+    assert "polish 1/1" in resumed.stdout and (out / "model.keras").is_file()
+
+    # a rerun after the first schedule finished starts at the second, without fitting the first again
+    Path(out / "model.keras").unlink()
+    again = train(tiny_folder, out, epochs=3)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "epoch stage done earlier" in again.stdout and "epoch 1/3" not in again.stdout
     assert (out / "model.keras").is_file()
+
+
+def test_pretrained_parts_can_learn_more_slowly():
+    """`--pretrained-lr-scale`: the optimizer's steps for the given variables shrink by that factor."""
+    import keras
+
+    from ml.train import scaled_adamw
+
+    slow, fast = keras.layers.Dense(4, name="slow"), keras.layers.Dense(1, name="fast")
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, fast(slow(inputs)))
+    before = {v.path: np.array(v.numpy()) for v in model.trainable_variables}
+    model.compile(optimizer=scaled_adamw(1e-2, 0.0, slow.weights, 0.1), loss="mse")
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((64, 3)), rng.random((64, 1)), batch_size=64, epochs=1, verbose=0)
+    moved = {v.path: float(np.abs(v.numpy() - before[v.path]).max()) for v in model.trainable_variables}
+    # Adam's first step moves every weight by about the learning rate, whatever its gradient
+    assert all(9e-3 < moved[name] < 1.1e-2 for name in moved if name.startswith("fast"))
+    assert all(9e-4 < moved[name] < 1.1e-3 for name in moved if name.startswith("slow"))
 
 
 def test_train_refuses_a_folder_without_labels(tmp_path):
     result = train(tmp_path, tmp_path / "run", epochs=1)
     assert result.returncode == 2
     assert "labels.csv" in result.stderr
+
+
+def test_dataset_weights_favour_the_smaller_dataset_by_a_power_of_its_share():
+    from ml.train import dataset_weights
+
+    datasets = np.array(["utkface"] * 75 + ["aaf-train"] * 25)
+    weights = dataset_weights(datasets)  # power 0.5: by the square root
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights[-1] / weights[0] == pytest.approx(np.sqrt(3))
+    balanced = dataset_weights(datasets, 1.0)  # both datasets weigh the same in all
+    assert balanced[datasets == "aaf-train"].sum() == pytest.approx(balanced[datasets == "utkface"].sum())
+    assert np.all(dataset_weights(np.array(["one"] * 5)) == pytest.approx(1.0))
