@@ -42,11 +42,12 @@ class TrainConfig:
     (`trunk_epochs` at `trunk_learning_rate`, into OUT/trunk, skipped with `trunk_from`), then the trunk
     next to the Cydral networks (`ml.model.make_fused_model`): `head_epochs` with the pretrained parts
     frozen, then `epochs` of fine-tuning everything at `learning_rate`, then `polish_epochs` more on a
-    second, cooler cosine schedule peaking at `polish_learning_rate` (measured better end to end than the
-    same epochs added to the first schedule or run hotter); with `gender_expert`, the original Cydral
+    second, cooler cosine schedule peaking at `polish_learning_rate` (better end to end than the model
+    without it, see ml/MODEL_CARD.md); with `gender_expert`, the original Cydral
     gender network is finally blended into the gender output (`ml.model.with_gender_expert`), its weight
-    fitted by log loss (`add_gender_expert`). "resnet" is the trunk stage alone. `pretrained_lr_scale`
-    multiplies the learning rate of the ported Cydral networks in the fused stages (1: the same rate).
+    fitted by log loss (`add_gender_expert`). "resnet" is the trunk stage alone. In the second schedule
+    the ported Cydral networks learn at `polish_pretrained_lr_scale` times the rate of the rest, and each
+    face is weighted by its dataset's share to the power −`polish_dataset_balance` as well as by its age.
 
     `calibration_share` of each dataset's training faces can be held out of every stage's fitting: the
     age range's width and the gender expert's weight are then fitted on these faces, so that nothing at
@@ -81,8 +82,8 @@ class TrainConfig:
     calibration_share: float = 0.0
     polish_epochs: int = 3
     polish_learning_rate: float = 1e-4
-    pretrained_lr_scale: float = 1.0
-    polish_dataset_balance: float = 0.0
+    polish_pretrained_lr_scale: float = 0.3
+    polish_dataset_balance: float = 0.5
 
 
 # ---------------------------------------------------------------- data
@@ -331,6 +332,7 @@ def _compile(
     steps: int,
     warmup_epochs: float,
     slow_variables=(),
+    slow_scale: float = 1.0,
 ):
     import keras
 
@@ -343,7 +345,7 @@ def _compile(
         warmup_steps=warmup,
     )
     trainer.compile(
-        optimizer=scaled_adamw(schedule, config.weight_decay, slow_variables, config.pretrained_lr_scale),
+        optimizer=scaled_adamw(schedule, config.weight_decay, slow_variables, slow_scale),
         loss={
             "age": make_age_loss(config.age_l1_weight),
             "gender": keras.losses.BinaryCrossentropy(label_smoothing=config.gender_label_smoothing),
@@ -507,12 +509,14 @@ def _train_fused(config: TrainConfig) -> dict:
     for part in backbones(model):
         part.trainable = True
     pretrained = [v for part in backbones(model) if part.name.startswith("cydral") for v in part.weights]
-    # each schedule: (label, epochs, peak rate, weights saved when it is done, so a rerun skips it)
+    # each schedule: label, epochs, peak rate, the Cydral parts' share of it, dataset balance, and where
+    # its weights are saved when it is done (so that a rerun skips it)
+    polish = config.polish_pretrained_lr_scale, config.polish_dataset_balance
     schedules = [
-        ("epoch", config.epochs, config.learning_rate, out / "finetuned.weights.h5"),
-        ("polish", config.polish_epochs, config.polish_learning_rate, None),
+        ("epoch", config.epochs, config.learning_rate, 1.0, 0.0, out / "finetuned.weights.h5"),
+        ("polish", config.polish_epochs, config.polish_learning_rate, *polish, None),
     ]
-    for label, epochs, learning_rate, done in schedules:
+    for label, epochs, learning_rate, slow_scale, balance, done in schedules:
         if not epochs:  # 0 and 0: only the finishing steps (e.g. a new gender expert on a trained model)
             continue
         if done and done.is_file():
@@ -520,13 +524,12 @@ def _train_fused(config: TrainConfig) -> dict:
             print(f"{label} stage done earlier: {done}", flush=True)
             continue
         schedule, warmup = _compile(
-            trainer, config, learning_rate, epochs, steps, config.warmup_epochs, pretrained
+            trainer, config, learning_rate, epochs, steps, config.warmup_epochs, pretrained, slow_scale
         )
         backup = out / ("backup" if label == "epoch" else f"backup-{label}")
         callbacks = [keras.callbacks.BackupAndRestore(str(backup)), EpochLine(epochs, label)]
         if config.max_minutes:
             callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
-        balance = config.polish_dataset_balance if label == "polish" else 0.0
         _fit(trainer, train_set, val_set, config, epochs, callbacks, balance_datasets=balance)
         if done:
             model.save_weights(done)
@@ -741,10 +744,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--polish-learning-rate", type=float, default=defaults.polish_learning_rate)
     parser.add_argument(
-        "--pretrained-lr-scale",
+        "--polish-pretrained-lr-scale",
         type=float,
-        default=defaults.pretrained_lr_scale,
-        help="fused: learning-rate multiplier for the ported Cydral networks",
+        default=defaults.polish_pretrained_lr_scale,
+        help="second schedule: learning-rate multiplier for the ported Cydral networks",
     )
     parser.add_argument(
         "--polish-dataset-balance",
@@ -795,7 +798,7 @@ def run(args: argparse.Namespace) -> int:
         head_epochs=args.head_epochs,
         polish_epochs=args.polish_epochs,
         polish_learning_rate=args.polish_learning_rate,
-        pretrained_lr_scale=args.pretrained_lr_scale,
+        polish_pretrained_lr_scale=args.polish_pretrained_lr_scale,
         polish_dataset_balance=args.polish_dataset_balance,
         head_learning_rate=args.head_learning_rate,
         trunk_epochs=args.trunk_epochs,

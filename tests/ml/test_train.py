@@ -137,7 +137,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_folder, tmp_path):
 
 
 def test_pretrained_parts_can_learn_more_slowly():
-    """`--pretrained-lr-scale`: the optimizer's steps for the given variables shrink by that factor."""
+    """`--polish-pretrained-lr-scale`: the optimizer's steps for the given variables shrink by that factor."""
     import keras
 
     from ml.train import scaled_adamw
