@@ -43,9 +43,9 @@ class TrainConfig:
     next to the Cydral networks (`ml.model.make_fused_model`): `head_epochs` with the pretrained parts
     frozen, then `epochs` of fine-tuning everything at `learning_rate`, then `polish_epochs` more on a
     second, cooler cosine schedule peaking at `polish_learning_rate` (better end to end than the model
-    without it, see ml/MODEL_CARD.md); with `gender_expert`, the original Cydral
-    gender network is finally blended into the gender output (`ml.model.with_gender_expert`), its weight
-    fitted by log loss (`add_gender_expert`). "resnet" is the trunk stage alone. In the second schedule
+    without it, see ml/MODEL_CARD.md); with `gender_expert`, the original Cydral gender network is
+    finally blended into the gender output (`ml.model.with_gender_expert`), its weight fitted by log loss
+    (`add_gender_expert`). "resnet" is the trunk stage alone. In the second schedule
     the ported Cydral networks learn at `polish_pretrained_lr_scale` times the rate of the rest, and each
     face is weighted by its dataset's share to the power −`polish_dataset_balance` as well as by its age.
 
@@ -309,6 +309,7 @@ def scaled_adamw(schedule, weight_decay: float, slow_variables=(), slow_scale: f
     """AdamW whose steps for `slow_variables` are `slow_scale` times the others' (layer-wise rates).
 
     Scaling the gradients would not do this: Adam's step does not depend on the gradient's scale.
+    Weight decay (5e-4 of the rate, decoupled) stays at the full rate for all.
     """
     import keras
 
@@ -363,11 +364,11 @@ def _fit(
     config: TrainConfig,
     epochs: int,
     callbacks,
-    balance_datasets: float = 0.0,
+    dataset_balance: float = 0.0,
 ) -> None:
     weights = age_weights(train_set.ages)
-    if balance_datasets:
-        weights = weights * dataset_weights(train_set.datasets, balance_datasets)
+    if dataset_balance:
+        weights = weights * dataset_weights(train_set.datasets, dataset_balance)
     fit_data, val_data = _inputs(train_set, val_set, weights, config)
     # BackupAndRestore leaves the epoch it resumed from on the model, and Keras would start the next
     # fit() of the same model there too (a second schedule skipped whole after a resumed first one)
@@ -530,7 +531,7 @@ def _train_fused(config: TrainConfig) -> dict:
         callbacks = [keras.callbacks.BackupAndRestore(str(backup)), EpochLine(epochs, label)]
         if config.max_minutes:
             callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
-        _fit(trainer, train_set, val_set, config, epochs, callbacks, balance_datasets=balance)
+        _fit(trainer, train_set, val_set, config, epochs, callbacks, dataset_balance=balance)
         if done:
             model.save_weights(done)
     sets = (train_set, calibration_set, val_set)
