@@ -39,3 +39,16 @@ def test_expected_age_is_the_mean_of_the_distribution():
     probs = np.zeros((1, 101))
     probs[0, [20, 40]] = 0.5
     assert expected_age(probs)[0] == 30.0
+
+
+def test_the_fitted_coverage_is_that_of_the_whole_year_range_served():
+    """The range is shown in whole years; the fit must see those bounds, not finer ones."""
+    rng = np.random.default_rng(1)
+    truth = rng.integers(5, 80, 4000).astype(float)  # labels are whole years
+    said = truth + rng.normal(0, 4, 4000)
+    probs = gaussian_rows(said, np.full(4000, 2.0))
+    scale = fit_interval_scale(probs, truth, coverage=0.8)
+    age, low, high = age_interval(probs, scale)
+    assert np.all(low == np.round(low)) and np.all(high == np.round(high))
+    assert np.all(low <= age) and np.all(age <= high)
+    assert abs(np.mean((truth >= low) & (truth <= high)) - 0.8) < 0.01
