@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +45,9 @@ class TrainConfig:
     second, cooler cosine schedule peaking at `polish_learning_rate` (better end to end than the model
     without it, see ml/MODEL_CARD.md); with `gender_expert`, the original Cydral gender network is
     finally blended into the gender output (`ml.model.with_gender_expert`), its weight fitted by log loss
-    (`add_gender_expert`). "resnet" is the trunk stage alone. In the second schedule
-    the ported Cydral networks learn at `polish_pretrained_lr_scale` times the rate of the rest, and each
-    face is weighted by its dataset's share to the power −`polish_dataset_balance` as well as by its age.
+    (`add_gender_expert`). "resnet" is the trunk stage alone. In the second schedule the ported Cydral
+    networks learn at `polish_pretrained_lr_scale` times the rate of the rest, and each face is weighted
+    by its dataset's share to the power −`polish_dataset_balance` as well as by its age.
 
     `calibration_share` of each dataset's training faces can be held out of every stage's fitting: the
     age range's width and the gender expert's weight are then fitted on these faces, so that nothing at
@@ -314,11 +314,12 @@ def scaled_adamw(schedule, weight_decay: float, slow_variables=(), slow_scale: f
     import keras
 
     # by identity, as given and as the backend's own variable (TensorFlow updates `variable.value`)
-    slow = {id(v) for variable in slow_variables for v in (variable, getattr(variable, "value", variable))}
+    pairs = ((variable, getattr(variable, "value", variable)) for variable in slow_variables)
+    slow = {id(v) for pair in pairs for v in pair} if slow_scale != 1.0 else set()
 
     class _ScaledAdamW(keras.optimizers.AdamW):
         def update_step(self, gradient, variable, learning_rate):
-            if id(variable) in slow and slow_scale != 1.0:
+            if id(variable) in slow:
                 learning_rate = learning_rate * slow_scale
             super().update_step(gradient, variable, learning_rate)
 
@@ -788,32 +789,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # every option of `add_arguments` is the TrainConfig field of the same name
+    names = {f.name for f in fields(TrainConfig)}
+    values = {name: value for name, value in vars(args).items() if name in names}
     config = TrainConfig(
-        data=args.data or list(DEFAULT_DATA),
-        out=args.out,
-        cache_dir=args.cache_dir,
-        architecture=args.architecture,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        head_epochs=args.head_epochs,
-        polish_epochs=args.polish_epochs,
-        polish_learning_rate=args.polish_learning_rate,
-        polish_pretrained_lr_scale=args.polish_pretrained_lr_scale,
-        polish_dataset_balance=args.polish_dataset_balance,
-        head_learning_rate=args.head_learning_rate,
-        trunk_epochs=args.trunk_epochs,
-        trunk_learning_rate=args.trunk_learning_rate,
-        trunk_from=args.trunk_from,
-        input_size=args.input_size,
-        widths=tuple(int(v) for v in args.widths.split(",")),
-        blocks=tuple(int(v) for v in args.blocks.split(",")),
-        seed=args.seed,
-        version=args.version,
-        max_minutes=args.max_minutes,
-        init_from=args.init_from,
-        gender_expert=args.gender_expert,
-        calibration_share=args.calibration_share,
+        **{
+            **values,
+            "data": args.data or list(DEFAULT_DATA),
+            "widths": tuple(int(v) for v in args.widths.split(",")),
+            "blocks": tuple(int(v) for v in args.blocks.split(",")),
+        }
     )
     missing = [
         folder
