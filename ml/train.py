@@ -75,7 +75,7 @@ class TrainConfig:
     age_l1_weight: float = 0.1
     gender_label_smoothing: float = 0.05
     seed: int = 1337
-    version: str = "2.2.0"
+    version: str = "2.2.1"
     max_minutes: float | None = None  # stop early (keeping the weights) when training runs past this
     init_from: str | None = None  # a model folder whose weights start this run (a longer schedule in parts)
     gender_expert: bool = True  # fused only: blend the untouched Cydral gender network into the output
