@@ -358,6 +358,61 @@ def _compile(
     return schedule, warmup
 
 
+def _trainer(model, config: TrainConfig):
+    """(the model as trained, an augmenter to run outside it or None): `ml.model.make_augmenter`'s
+    flips, tilts, shifts and light before `model`. A fused model's two framings are augmented together,
+    stacked as 6 channels, so that both get the same transformation.
+
+    On TensorFlow the augmenter is the trainer's first layer (fed by `tf.data`). On JAX it runs as a
+    compiled function of its own on each batch (`_augmented_batches`): inside JAX's training step it
+    made a step of the trunk take 790 ms on an H100, against 4 ms without it and 1.2 ms for the
+    augmenter alone.
+    """
+    import keras
+    from keras import layers
+
+    from ml.model import make_augmenter
+
+    size = config.input_size
+    augmenter = make_augmenter(config.seed)
+    fused = isinstance(model.input, dict)
+    image = keras.Input((size, size, 3), name="image")
+    inputs = {"image": image, "face": keras.Input((size, size, 3), name="face")} if fused else image
+    if keras.backend.backend() == "jax":
+        return keras.Model(inputs, model(inputs), name="trainer"), augmenter
+    if not fused:
+        return keras.Model(inputs, model(augmenter(inputs)), name="trainer"), None
+    both = augmenter(layers.Concatenate(name="stack")([inputs["image"], inputs["face"]]))
+    outputs = model({"image": both[..., :3], "face": both[..., 3:]})
+    return keras.Model(inputs, outputs, name="trainer"), None
+
+
+def _augmented_batches(x, y: dict, weights: np.ndarray, augmenter, batch_size: int, seed: int):
+    """Endless shuffled batches (inputs, targets, sample weights), each augmented by one compiled,
+    stateless call of `augmenter` (JAX): a new random draw every batch, as inside a training step."""
+    import jax
+
+    fused = isinstance(x, dict)
+    height, width, channels = x["image"].shape[1:] if fused else x.shape[1:]
+    if not augmenter.built:
+        augmenter.build((None, height, width, channels * 2 if fused else channels))
+    state = [variable.value for variable in augmenter.non_trainable_variables]  # its seed generators
+
+    @jax.jit
+    def augment(state, batch):
+        return augmenter.stateless_call([], state, batch, training=True)
+
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(len(weights))
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = np.concatenate([x["image"][index], x["face"][index]], axis=-1) if fused else x[index]
+            out, state = augment(state, batch.astype(np.float32))
+            inputs = {"image": out[..., :3], "face": out[..., 3:]} if fused else out
+            yield inputs, {name: value[index] for name, value in y.items()}, weights[index]
+
+
 def _fit(
     trainer,
     train_set: ChipSet,
@@ -366,6 +421,7 @@ def _fit(
     epochs: int,
     callbacks,
     dataset_balance: float = 0.0,
+    augmenter=None,
 ) -> None:
     weights = age_weights(train_set.ages)
     if dataset_balance:
@@ -374,7 +430,18 @@ def _fit(
     # BackupAndRestore leaves the epoch it resumed from on the model, and Keras would start the next
     # fit() of the same model there too (a second schedule skipped whole after a resumed first one)
     trainer._initial_epoch = None
-    if isinstance(fit_data, tuple):
+    if augmenter is not None:  # JAX: augmented batch by batch outside the training step (`_trainer`)
+        x, y, w = fit_data
+        trainer.fit(
+            _augmented_batches(x, y, w, augmenter, config.batch_size, config.seed),
+            steps_per_epoch=int(np.ceil(len(w) / config.batch_size)),
+            epochs=epochs,
+            validation_data=val_data,
+            callbacks=callbacks,
+            verbose=0,
+            shuffle=False,  # the batches come shuffled
+        )
+    elif isinstance(fit_data, tuple):
         x, y, w = fit_data
         trainer.fit(
             x,
@@ -437,7 +504,7 @@ def _train_resnet(config: TrainConfig) -> dict:
     """Our ResNet-style network alone, from scratch (or `init_from`)."""
     import keras
 
-    from ml.model import make_augmenter, make_model
+    from ml.model import make_model
 
     keras.utils.set_random_seed(config.seed)
     Path(config.out).mkdir(parents=True, exist_ok=True)
@@ -445,8 +512,7 @@ def _train_resnet(config: TrainConfig) -> dict:
     train_set, calibration_set, val_set = _load_sets(config, faces=False)
     model = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
     _init_from(model, config.init_from)
-    inputs = keras.Input((config.input_size, config.input_size, 3), name="image")
-    trainer = keras.Model(inputs, model(make_augmenter(config.seed)(inputs)), name="trainer")
+    trainer, augmenter = _trainer(model, config)
     steps = int(np.ceil(len(train_set.ages) / config.batch_size))
     schedule, warmup = _compile(
         trainer, config, config.learning_rate, config.epochs, steps, config.warmup_epochs
@@ -454,7 +520,7 @@ def _train_resnet(config: TrainConfig) -> dict:
     callbacks = [keras.callbacks.BackupAndRestore(str(Path(config.out) / "backup")), EpochLine(config.epochs)]
     if config.max_minutes:
         callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
-    _fit(trainer, train_set, val_set, config, config.epochs, callbacks)
+    _fit(trainer, train_set, val_set, config, config.epochs, callbacks, augmenter=augmenter)
     sets = (train_set, calibration_set, val_set)
     return finish(model, *sets, config, train_seconds=time.time() - started)
 
@@ -462,10 +528,9 @@ def _train_resnet(config: TrainConfig) -> dict:
 def _train_fused(config: TrainConfig) -> dict:
     """The trained trunk next to the ported Cydral networks: new heads first, then everything."""
     import keras
-    from keras import layers
 
     from ml.cydral import bundled_onnx, port
-    from ml.model import backbones, make_augmenter, make_fused_model, make_model
+    from ml.model import backbones, make_fused_model, make_model
 
     if config.input_size != 64:
         raise ValueError("the fused model takes 64-px chips (the Cydral age network's input)")
@@ -484,14 +549,7 @@ def _train_fused(config: TrainConfig) -> dict:
     source = config.trunk_from or config.init_from
     print(f"fused model: trunk from {source}, {model.count_params():,} parameters", flush=True)
     _init_from(model, config.init_from)
-    size = config.input_size
-    image = keras.Input((size, size, 3), name="image")
-    face = keras.Input((size, size, 3), name="face")
-    # one augmenter over both framings stacked as 6 channels: the same flip, tilt, shift and light
-    both = make_augmenter(config.seed)(layers.Concatenate(name="stack")([image, face]))
-    trainer = keras.Model(
-        {"image": image, "face": face}, model({"image": both[..., :3], "face": both[..., 3:]}), name="trainer"
-    )
+    trainer, augmenter = _trainer(model, config)
     steps = int(np.ceil(len(train_set.ages) / config.batch_size))
     heads_done = out / "heads.weights.h5"
     if config.head_epochs and not config.init_from:
@@ -506,7 +564,7 @@ def _train_fused(config: TrainConfig) -> dict:
                 keras.callbacks.BackupAndRestore(str(out / "backup-heads")),
                 EpochLine(config.head_epochs, "heads"),
             ]
-            _fit(trainer, train_set, val_set, config, config.head_epochs, callbacks)
+            _fit(trainer, train_set, val_set, config, config.head_epochs, callbacks, augmenter=augmenter)
             model.save_weights(heads_done)
     for part in backbones(model):
         part.trainable = True
@@ -532,7 +590,7 @@ def _train_fused(config: TrainConfig) -> dict:
         callbacks = [keras.callbacks.BackupAndRestore(str(backup)), EpochLine(epochs, label)]
         if config.max_minutes:
             callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
-        _fit(trainer, train_set, val_set, config, epochs, callbacks, dataset_balance=balance)
+        _fit(trainer, train_set, val_set, config, epochs, callbacks, balance, augmenter)
         if done:
             model.save_weights(done)
     sets = (train_set, calibration_set, val_set)
@@ -788,11 +846,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    # every option of `add_arguments` is the TrainConfig field of the same name
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed `add_arguments` options (each option is the field of the same name)."""
     names = {f.name for f in fields(TrainConfig)}
     values = {name: value for name, value in vars(args).items() if name in names}
-    config = TrainConfig(
+    return TrainConfig(
         **{
             **values,
             "data": args.data or list(DEFAULT_DATA),
@@ -800,6 +858,10 @@ def run(args: argparse.Namespace) -> int:
             "blocks": tuple(int(v) for v in args.blocks.split(",")),
         }
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
     missing = [
         folder
         for folder in config.data
@@ -814,4 +876,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["TrainConfig", "add_arguments", "predict_chips", "run", "train"]
+__all__ = ["TrainConfig", "add_arguments", "config_from_args", "predict_chips", "run", "train"]

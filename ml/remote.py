@@ -1,0 +1,259 @@
+"""`python -m ml train` on a lent accelerator that has neither TensorFlow nor the datasets.
+
+A lent GPU machine here holds JAX and PyTorch but no TensorFlow, cannot reach the internet, and takes at
+most 64 MiB of files along. So the run is cut in three, each step the same code as `ml.train`:
+
+    # here (TensorFlow, the datasets, the chip cache): the training split's chips as WebP, the ported
+    # Cydral networks, into a folder of about 50 MB
+    python -m ml.remote pack var/remote
+    # there (Keras on JAX, `pip install keras` from carried wheels): every fitting stage of `ml.train`
+    # (trunk, heads, fine-tuning, polish); the fused model's weights land in OUT
+    KERAS_BACKEND=jax python -m ml.remote fit var/remote OUT [train options]
+    # here: the finishing steps of `ml.train` (batch norm from clean faces, gender expert, range,
+    # validation metrics, the artifact) on the real chips
+    python -m ml.remote finish OUT --out runs/NAME [the same train options]
+
+On a lent machine of this workplace (64 MiB travel with the working tree, so the 24 MB model file must
+stay behind: `git rm --cached ml/models/default/model.keras` and list it in `.git/info/exclude` for the
+call, then `git reset ml/models/default/model.keras`), with `var/remote` carried and the wheels of
+keras, namex and optree (Python 3.12) in `var/remote/wheels`:
+
+    export KERAS_BACKEND=jax PYTHONPATH=.
+    python3 -m pip install -q --no-index --no-deps var/remote/wheels/*.whl
+    python3 -m ml.remote fit var/remote $OUT/a --out /tmp/a --calibration-share 0.1
+
+Only the training split travels (the validation faces stay here) and `ml.train.hold_out` draws the same
+calibration faces from it there and here. The chips travel as WebP (quality `QUALITY`: a mean error of
+about 3 of 255 levels); the finishing steps re-estimate batch norm on the exact chips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+QUALITY = 80
+#: Weight files are cut into parts of at most this many bytes (a lent machine returns files ≤ 16 MiB).
+PART_BYTES = 12 << 20
+CYDRAL = (("age", "cydral_age"), ("gender", "cydral_gender"))
+
+
+def _encode(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    parts = []
+    for chip in chips:
+        buffer = io.BytesIO()
+        Image.fromarray(chip).save(buffer, "WEBP", quality=QUALITY, method=6)
+        parts.append(np.frombuffer(buffer.getvalue(), np.uint8))
+    return np.concatenate(parts), np.cumsum([0] + [len(p) for p in parts])
+
+
+def _decode(blob: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(blob)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _decode_all(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    items = [blob[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
+    with ProcessPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:
+        return np.stack(list(pool.map(_decode, items, chunksize=512)))
+
+
+def pack(folder: Path, config) -> None:
+    """The training split's chips and faces as WebP, labels, and the two ported Cydral networks."""
+    import keras
+
+    from ml.cydral import bundled_onnx, port
+    from ml.train import load_chips, split_chips
+
+    folder.mkdir(parents=True, exist_ok=True)
+    train_set, _ = split_chips(load_chips(config.data, config.input_size, config.cache_dir, faces=True))
+    chip_blob, chip_offsets = _encode(train_set.chips)
+    face_blob, face_offsets = _encode(train_set.faces)
+    np.savez(
+        folder / "train.npz",
+        chip_blob=chip_blob,
+        chip_offsets=chip_offsets,
+        face_blob=face_blob,
+        face_offsets=face_offsets,
+        ages=train_set.ages,
+        males=train_set.males,
+        datasets=train_set.datasets,
+        keys=train_set.keys,
+        detected=train_set.detected,
+    )
+    for task, name in CYDRAL:
+        network = port(bundled_onnx(task), name)
+        weights = network.get_weights()
+        # float16 halves the size; every value of these networks is far inside its range
+        assert max(float(np.abs(w).max()) for w in weights) < 6e4
+        (folder / f"{name}.json").write_text(json.dumps(keras.saving.serialize_keras_object(network)))
+        np.savez(folder / f"{name}.npz", *[w.astype(np.float16) for w in weights])
+    meta = {"faces": len(train_set.ages), "webp_quality": QUALITY, "data": list(config.data)}
+    (folder / "pack.json").write_text(json.dumps(meta, indent=2))
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    print(f"packed {len(train_set.ages)} training faces into {folder} ({size / 1e6:.1f} MB)")
+
+
+def _keys_digest(keys) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(map(str, keys)).encode()).hexdigest()
+
+
+def _unpacked_network(folder: Path, name: str):
+    import keras
+
+    import ml.model  # noqa: F401  (registers ChannelPad)
+
+    network = keras.saving.deserialize_keras_object(json.loads((folder / f"{name}.json").read_text()))
+    with np.load(folder / f"{name}.npz") as data:
+        network.set_weights([data[f"arr_{i}"].astype(np.float32) for i in range(len(data.files))])
+    return network
+
+
+def save_weights(model, out: Path, stem: str = "fused") -> list[Path]:
+    """`model`'s weights as float32 .npz parts of at most `PART_BYTES` each."""
+    out.mkdir(parents=True, exist_ok=True)
+    parts, current, size = [], [], 0
+    for weight in model.get_weights():
+        if current and size + weight.nbytes > PART_BYTES:
+            parts.append(current)
+            current, size = [], 0
+        current.append(weight)
+        size += weight.nbytes
+    parts.append(current)
+    paths, index = [], 0
+    for number, part in enumerate(parts):
+        path = out / f"{stem}-{number}.npz"
+        np.savez(path, **{f"w{index + i:04d}": w for i, w in enumerate(part)})
+        index += len(part)
+        paths.append(path)
+    return paths
+
+
+def load_weights(model, folder: Path, stem: str = "fused") -> None:
+    weights = {}
+    for path in sorted(folder.glob(f"{stem}-*.npz")):
+        with np.load(path) as data:
+            weights.update({key: data[key] for key in data.files})
+    model.set_weights([weights[key] for key in sorted(weights)])
+
+
+def fit(folder: Path, out: Path, config) -> None:
+    """Every fitting stage of `ml.train.train` on the packed faces; the fused weights into `out`."""
+    import keras
+
+    import ml.cydral
+    import ml.train as train_module
+    from ml.train import ChipSet, hold_out, recalibrate_batchnorm
+
+    started = time.time()
+    with np.load(folder / "train.npz") as data:
+        fields = {key: data[key] for key in data.files}
+    everything = ChipSet(
+        chips=_decode_all(fields["chip_blob"], fields["chip_offsets"]),
+        faces=_decode_all(fields["face_blob"], fields["face_offsets"]),
+        **{key: fields[key] for key in ("ages", "males", "datasets", "keys", "detected")},
+    )
+    print(f"{len(everything.ages)} faces decoded in {time.time() - started:.0f}s", flush=True)
+
+    def load_sets(config, faces: bool):
+        train_set, calibration_set = hold_out(everything, config.calibration_share, config.seed)
+        # the validation split stayed behind: the calibration faces (or a slice of training faces)
+        # give the per-epoch line something held out to show; `finish` measures on validation
+        monitor = calibration_set if len(calibration_set.ages) else train_set.take(np.arange(1024))
+        sets = (train_set, calibration_set, monitor)
+        if not faces:
+            sets = tuple(ChipSet(**{**s.__dict__, "faces": None}) for s in sets)
+        print(
+            f"train {len(train_set.ages)} faces, calibration {len(calibration_set.ages)}; "
+            f"backend {keras.backend.backend()}",
+            flush=True,
+        )
+        return sets
+
+    def finish_here(model, train_set, calibration_set, val_set, config, *, train_seconds):
+        pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))
+        pick = np.sort(pick[: train_module.RECALIBRATION_FACES])
+        if config.architecture == "resnet":  # the trunk, as `finish` would save it, for stage 2
+            recalibrate_batchnorm(model, train_set.take(pick).inputs(), seed=config.seed)
+            Path(config.out).mkdir(parents=True, exist_ok=True)
+            model.save(Path(config.out) / "model.keras")
+        else:
+            paths = save_weights(model, out)
+            meta = {
+                "train_seconds": round(train_seconds, 1),
+                "faces": {"train": len(train_set.ages), "calibration": len(calibration_set.ages)},
+                "calibration_sha256": _keys_digest(calibration_set.keys),
+                "config": config.__dict__,
+            }
+            (out / "fit.json").write_text(json.dumps(meta, indent=2, default=str))
+            print(f"weights: {', '.join(str(p) for p in paths)}", flush=True)
+        return {}
+
+    train_module._load_sets = load_sets
+    train_module.finish = finish_here
+    ml.cydral.bundled_onnx = lambda task: task
+    ml.cydral.port = lambda task, name: _unpacked_network(folder, name)
+    train_module.train(config)
+    print(f"fit done in {time.time() - started:.0f}s", flush=True)
+
+
+def finish(weights: Path, config) -> dict:
+    """`ml.train.finish` on the fused model whose weights `fit` left in `weights`."""
+    from ml.cydral import bundled_onnx, port
+    from ml.model import make_fused_model, make_model
+    from ml.train import _load_sets
+    from ml.train import finish as finish_training
+
+    meta = json.loads((weights / "fit.json").read_text())
+    train_set, calibration_set, val_set = _load_sets(config, faces=True)
+    if meta["calibration_sha256"] != _keys_digest(calibration_set.keys):
+        raise SystemExit("the calibration faces here differ from those held out in the fit: same options?")
+    trunk = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
+    model = make_fused_model(
+        trunk, port(bundled_onnx("age"), "cydral_age"), port(bundled_onnx("gender"), "cydral_gender")
+    )
+    load_weights(model, weights)
+    return finish_training(
+        model, train_set, calibration_set, val_set, config, train_seconds=meta["train_seconds"]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ml.train import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser(prog="python -m ml.remote", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("pack", "fit", "finish"):
+        sub = commands.add_parser(name)
+        if name in ("pack", "fit"):
+            sub.add_argument("folder", type=Path, help="the packed folder")
+        if name in ("fit", "finish"):
+            sub.add_argument("weights", type=Path, help="where fit writes (and finish reads) the weights")
+        add_arguments(sub)
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    if args.command == "pack":
+        pack(args.folder, config)
+    elif args.command == "fit":
+        fit(args.folder, args.weights, config)
+    else:
+        finish(args.weights, config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
