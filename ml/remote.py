@@ -16,7 +16,9 @@ most 64 MiB of files along. So the run is cut in three, each step the same code 
 On a lent machine of this workplace (64 MiB travel with the working tree, so the 24 MB model file must
 stay behind: `git rm --cached ml/models/default/model.keras` and list it in `.git/info/exclude` for the
 call, then `git reset ml/models/default/model.keras`), with `var/remote` carried and the wheels of
-keras, namex and optree (Python 3.12) in `var/remote/wheels`:
+keras, namex and optree for its Python 3.12 in `var/remote/wheels` (`pip download --no-deps
+--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
+-d var/remote/wheels keras==3.15.1 namex optree`):
 
     export KERAS_BACKEND=jax PYTHONPATH=.
     python3 -m pip install -q --no-index --no-deps var/remote/wheels/*.whl
