@@ -20,9 +20,11 @@ keras, namex and optree for its Python 3.12 in `var/remote/wheels` (`pip downloa
 --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
 -d var/remote/wheels keras==3.15.1 namex optree`):
 
-    export KERAS_BACKEND=jax PYTHONPATH=.
-    python3 -m pip install -q --no-index --no-deps var/remote/wheels/*.whl
-    python3 -m ml.remote fit var/remote $OUT/a --out /tmp/a --calibration-share 0.1
+    scripts/remote_fit var/remote $OUT 540 'a=--calibration-share 0.1' 'b=--calibration-share 0.1 --epochs 6'
+
+(it installs the wheels, prints `bench/train_step.py`'s figures, runs `fit` once per NAME=OPTIONS in
+parallel on the one GPU and stops each after the given seconds); then here, for each run,
+`python -m ml.remote finish $FILES/a --out runs/a --calibration-share 0.1` with the same options.
 
 Only the training split travels (the validation faces stay here) and `ml.train.hold_out` draws the same
 calibration faces from it there and here. The chips travel as WebP (quality `QUALITY`: a mean error of
@@ -175,7 +177,9 @@ def fit(folder: Path, out: Path, config) -> None:
         train_set, calibration_set = hold_out(everything, config.calibration_share, config.seed)
         # the validation split stayed behind: the calibration faces (or a slice of training faces)
         # give the per-epoch line something held out to show; `finish` measures on validation
-        monitor = calibration_set if len(calibration_set.ages) else train_set.take(np.arange(1024))
+        monitor = calibration_set
+        if not len(calibration_set.ages):
+            monitor = train_set.take(np.arange(min(1024, len(train_set.ages))))
         sets = (train_set, calibration_set, monitor)
         if not faces:
             sets = tuple(ChipSet(**{**s.__dict__, "faces": None}) for s in sets)
