@@ -158,7 +158,7 @@ def fit(folder: Path, out: Path, config) -> None:
     """Every fitting stage of `ml.train.train` on the packed faces; the fused weights into `out`."""
     import keras
 
-    from ml.train import RECALIBRATION_FACES, ChipSet, Site, hold_out, recalibrate_batchnorm, train
+    from ml.train import ChipSet, Site, hold_out, recalibrate_on_training_faces, train
 
     started = time.time()
     with np.load(folder / "train.npz") as data:
@@ -188,10 +188,8 @@ def fit(folder: Path, out: Path, config) -> None:
         return sets
 
     def finish_here(model, train_set, calibration_set, val_set, config, *, train_seconds):
-        pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))
-        pick = np.sort(pick[:RECALIBRATION_FACES])
         if config.architecture == "resnet":  # the trunk, as `finish` would save it, for stage 2
-            recalibrate_batchnorm(model, train_set.take(pick).inputs(), seed=config.seed)
+            recalibrate_on_training_faces(model, train_set, config)
             Path(config.out).mkdir(parents=True, exist_ok=True)
             model.save(Path(config.out) / "model.keras")
         else:
@@ -213,18 +211,16 @@ def fit(folder: Path, out: Path, config) -> None:
 
 def finish(weights: Path, config) -> dict:
     """`ml.train.finish` on the fused model whose weights `fit` left in `weights`."""
-    from ml.model import make_fused_model, make_model
-    from ml.train import local_site
+    from dataclasses import replace
+
+    from ml.train import fused_model, local_site
 
     here = local_site()
     meta = json.loads((weights / "fit.json").read_text())
     train_set, calibration_set, val_set = here.load_sets(config, True)
     if meta["calibration_sha256"] != _keys_digest(calibration_set.keys):
         raise SystemExit("the calibration faces here differ from those held out in the fit: same options?")
-    trunk = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
-    model = make_fused_model(
-        trunk, here.network("age", "cydral_age"), here.network("gender", "cydral_gender")
-    )
+    model = fused_model(replace(config, trunk_from=None), here)  # every weight comes from the fit
     load_weights(model, weights)
     return here.finish(
         model, train_set, calibration_set, val_set, config, train_seconds=meta["train_seconds"]

@@ -553,11 +553,33 @@ def _train_resnet(config: TrainConfig, site: Site) -> dict:
     return site.finish(model, *sets, config, train_seconds=time.time() - started)
 
 
+def fused_model(config: TrainConfig, site: Site):
+    """The fused architecture: the trunk of `config.trunk_from` (else a new one, for weights that come
+    from elsewhere) beside the site's two Cydral networks."""
+    import keras
+
+    from ml.model import make_fused_model, make_model
+
+    if config.trunk_from:
+        trunk = keras.models.load_model(Path(config.trunk_from) / "model.keras", compile=False)
+    else:
+        trunk = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
+    return make_fused_model(trunk, site.network("age", "cydral_age"), site.network("gender", "cydral_gender"))
+
+
+def recalibrate_on_training_faces(model, train_set: ChipSet, config: TrainConfig) -> np.ndarray:
+    """`recalibrate_batchnorm` on `RECALIBRATION_FACES` clean training faces drawn with the run's seed;
+    returns the draw (its order), whose head `finish` reuses."""
+    pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))[:RECALIBRATION_FACES]
+    recalibrate_batchnorm(model, train_set.take(np.sort(pick)).inputs(), seed=config.seed)
+    return pick
+
+
 def _train_fused(config: TrainConfig, site: Site) -> dict:
     """The trained trunk next to the ported Cydral networks: new heads first, then everything."""
     import keras
 
-    from ml.model import backbones, make_fused_model, make_model
+    from ml.model import backbones
 
     if config.input_size != 64:
         raise ValueError("the fused model takes 64-px chips (the Cydral age network's input)")
@@ -566,13 +588,7 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     train_set, calibration_set, val_set = site.load_sets(config, True)
-    if config.trunk_from:
-        trunk = keras.models.load_model(Path(config.trunk_from) / "model.keras", compile=False)
-    else:  # the architecture only: `init_from` supplies the weights
-        trunk = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
-    model = make_fused_model(
-        trunk, site.network("age", "cydral_age"), site.network("gender", "cydral_gender")
-    )
+    model = fused_model(config, site)
     source = config.trunk_from or config.init_from
     print(f"fused model: trunk from {source}, {model.count_params():,} parameters", flush=True)
     _init_from(model, config.init_from)
@@ -640,8 +656,7 @@ def finish(
     from ml.calibration import evaluate_chips, fit_interval_scale
 
     out = Path(config.out)
-    pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))[:RECALIBRATION_FACES]
-    recalibrate_batchnorm(model, train_set.take(np.sort(pick)).inputs(), seed=config.seed)
+    pick = recalibrate_on_training_faces(model, train_set, config)
     calibrated = len(calibration_set.ages) > 0
     expert = None
     if config.architecture == "fused" and config.gender_expert:
@@ -908,8 +923,10 @@ __all__ = [
     "TrainConfig",
     "add_arguments",
     "config_from_args",
+    "fused_model",
     "local_site",
     "predict_chips",
+    "recalibrate_on_training_faces",
     "run",
     "train",
 ]
