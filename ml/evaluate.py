@@ -204,7 +204,25 @@ def evaluate(
         "model_version": predictor.model_version,
         "fallback": fallback,
         "datasets": {name: summarize(members) for name, members in by_dataset.items()},
+        "records": records,
     }
+
+
+def write_records(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """One CSV row per model and image (`Record`'s fields after the model's label): where each answer
+    was right or wrong, to compare two models face by face."""
+    import csv
+    from dataclasses import fields
+
+    names = [f.name for f in fields(Record)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["model", *names])
+        for label, result in results.items():
+            for record in result["records"]:
+                values = (getattr(record, name) for name in names)
+                writer.writerow([label, *("" if value is None else value for value in values)])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -306,6 +324,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-dir", type=Path, default=None, help="our model to evaluate (default: shipped)"
     )
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the figures as JSON")
+    parser.add_argument(
+        "--records", type=Path, default=None, metavar="CSV", help="write every image's answer, per model"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -342,6 +363,11 @@ def run(args: argparse.Namespace) -> int:
     for label, result in results.items():
         result["load_seconds"] = round(load_seconds[label], 3)
     print(format_report(results))
+    if args.records:
+        write_records(results, args.records)
+        print(f"wrote {args.records}", file=sys.stderr)
+    for result in results.values():
+        del result["records"]
     if args.json:
         payload = {
             "data": [str(folder) for folder in args.data],

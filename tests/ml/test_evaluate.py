@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -121,8 +122,9 @@ def astronaut_folder(tmp_path: Path) -> Path:
 
 
 def test_evaluates_a_labelled_folder_end_to_end_with_the_peer(astronaut_folder: Path, tmp_path: Path) -> None:
-    out = tmp_path / "figures.json"
-    assert main(["--data", str(astronaut_folder), "--peer-only", "--json", str(out)]) == 0
+    out, rows = tmp_path / "figures.json", tmp_path / "records.csv"
+    args = ["--data", str(astronaut_folder), "--peer-only", "--json", str(out), "--records", str(rows)]
+    assert main(args) == 0
     payload = json.loads(out.read_text())
     assert payload["splits"] == {"astronauts": "all"}
     figures = payload["results"]["peer"]["datasets"]["astronauts"]
@@ -130,6 +132,14 @@ def test_evaluates_a_labelled_folder_end_to_end_with_the_peer(astronaut_folder: 
     assert figures["no_face_share"] == pytest.approx(0.5)  # the blank image (fallback) and the broken file
     assert 0 <= figures["age_mae"] <= 30 and figures["seconds_per_image"] > 0
     assert figures["buckets"]["40-49"]["count"] == 2 and figures["buckets"]["40-49"]["gender_accuracy"] == 1.0
+    with rows.open() as handle:
+        records = list(csv.DictReader(handle))
+    assert [r["model"] for r in records] == ["peer"] * 4
+    assert sum(1 for r in records if r["error"]) == 1
+    assert sum(1 for r in records if r["detected"] == "True") == 2
+    assert sum(1 for r in records if r["predicted_gender"] == r["gender"]) == round(
+        figures["gender_accuracy"] * figures["answered"]
+    )
 
 
 def test_missing_labels_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
