@@ -3,7 +3,8 @@
 `build_cache(folder, size, cache_dir)` runs every labelled image of a folder through
 `ml.images.load_image` → `FaceDetector` → `alignment.align` and stores the result as
 `<cache_dir>/<dataset>-<size>.npz` (uint8 chips plus labels and a `detected` flag). Images where no face
-is found are cropped by the whole-image rule (as the service's `whole_image_fallback` does) and flagged.
+is found are cropped as the service's `whole_image_fallback` does (`FaceDetector.fallback_face`: a weak
+detection filling much of the frame, else the whole image) and flagged.
 The cache is reused when it matches the folder's file list and the pipeline version.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from ml.data import Sample, read_labels
 
-PIPELINE_VERSION = "mtcnn1.0-align1.4-v1"
+PIPELINE_VERSION = "mtcnn1.0-align1.4-v2"  # v2: fallback_face for images with no confident face
 
 
 _detector = None
@@ -30,7 +31,7 @@ BATCH = 16
 def _chip_batch(args: tuple[list[str], int]) -> list[tuple[np.ndarray, bool]]:
     global _detector
     paths, size = args
-    from ml.alignment import align, whole_image_landmarks
+    from ml.alignment import align
     from ml.detection import FaceDetector
     from ml.images import load_image
 
@@ -41,9 +42,8 @@ def _chip_batch(args: tuple[list[str], int]) -> list[tuple[np.ndarray, bool]]:
     for rgb, faces in zip(images, _detector.detect_many(images), strict=False):
         if faces:
             out.append((align(rgb, faces[0].landmarks, size), True))
-        else:
-            height, width = rgb.shape[:2]
-            out.append((align(rgb, whole_image_landmarks(width, height), size), False))
+        else:  # as the service's whole_image_fallback
+            out.append((align(rgb, _detector.fallback_face(rgb).landmarks, size), False))
     return out
 
 

@@ -6,7 +6,11 @@ Thresholds (documented in the README and the model card):
 - photos are scaled so that their longer side is at most `DETECT_MAX_SIDE` (800) pixels before detection,
   and boxes and landmarks are mapped back to original pixels;
 - small photos (tight face crops, longer side under 400 px) are padded by a replicated border so that a
-  face touching the frame is still found whole.
+  face touching the frame is still found whole;
+- `fallback_face` (the `whole_image_fallback` option, for a photo its sender says is a face): where none
+  passes the above, MTCNN runs again with its three stage thresholds lowered to `FALLBACK_THRESHOLDS`
+  and the most confident face whose box spans at least `FALLBACK_MIN_SHARE` of the photo's shorter side
+  is taken, aligned by its own landmarks; only where there is none is the whole frame taken as the face.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ MIN_FACE_PX = 20
 DETECT_MAX_SIDE = 800
 _PAD_BELOW = 400
 _PAD_SHARE = 0.2
+#: MTCNN's proposal, refinement and output thresholds for `fallback_face` (the package's own: 0.6, 0.7, 0.8).
+FALLBACK_THRESHOLDS = {"threshold_pnet": 0.5, "threshold_rnet": 0.5, "threshold_onet": 0.5}
+FALLBACK_MIN_SHARE = 0.3
 
 #: Order of the five landmarks everywhere in `ml`: eyes, nose, mouth corners, left/right as seen in the image.
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -53,6 +60,31 @@ class FaceDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         return self.detect_many([rgb])[0]
+
+    def fallback_face(self, rgb: np.ndarray) -> Detection:
+        """The one face assumed in a photo where `detect` found none (see the module's docstring): a weak
+        detection that fills much of the frame, else the whole frame with the landmarks of a tight crop
+        (`ml.alignment.whole_image_landmarks`) and confidence 0."""
+        from ml.alignment import whole_image_landmarks
+
+        height, width = rgb.shape[:2]
+        prepared = self._prepare(rgb)
+        raw = self._run([prepared[0]], **FALLBACK_THRESHOLDS) if prepared is not None else None
+        if raw:
+            found = self._convert(raw[0], *prepared[1:], rgb.shape, min_confidence=0.0)
+            shorter = min(height, width)
+            large = [
+                d
+                for d in found
+                if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= FALLBACK_MIN_SHARE * shorter
+            ]
+            if large:
+                return max(large, key=lambda d: d.confidence)
+        return Detection(
+            box=(0.0, 0.0, float(width), float(height)),
+            confidence=0.0,
+            landmarks=whole_image_landmarks(width, height),
+        )
 
     def detect_many(self, images: list[np.ndarray]) -> list[list[Detection]]:
         """Detect faces in several RGB arrays in one pass of the detector (much faster than one by one)."""
@@ -86,8 +118,16 @@ class FaceDetector:
             work = np.pad(work, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
         return work, scale, pad
 
-    def _convert(self, raw: list[dict], scale: float, pad: int, shape: tuple[int, ...]) -> list[Detection]:
+    def _convert(
+        self,
+        raw: list[dict],
+        scale: float,
+        pad: int,
+        shape: tuple[int, ...],
+        min_confidence: float | None = None,
+    ) -> list[Detection]:
         height, width = shape[:2]
+        min_confidence = self.min_confidence if min_confidence is None else min_confidence
         found = []
         for item in raw:
             confidence = float(item["confidence"])
@@ -99,7 +139,7 @@ class FaceDetector:
             box[[0, 2]] = box[[0, 2]].clip(0, width)
             box[[1, 3]] = box[[1, 3]].clip(0, height)
             short_side = min(box[2] - box[0], box[3] - box[1])
-            if confidence < self.min_confidence or short_side < self.min_face_px:
+            if confidence < min_confidence or short_side < self.min_face_px:
                 continue
             found.append(
                 Detection(box=tuple(float(v) for v in box), confidence=confidence, landmarks=landmarks)
@@ -107,12 +147,12 @@ class FaceDetector:
         found.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
         return found
 
-    def _run(self, works: list[np.ndarray]) -> list[list[dict]] | None:
+    def _run(self, works: list[np.ndarray], **thresholds: float) -> list[list[dict]] | None:
         # The package raises TensorFlow errors on some pyramid shapes and prints to stdout; None tells
         # the caller the batch failed, so that one odd image never crashes the caller.
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                result = self._mtcnn.detect_faces(list(works), min_face_size=20)
+                result = self._mtcnn.detect_faces(list(works), min_face_size=20, **thresholds)
         except (self._tf.errors.InvalidArgumentError, ValueError, IndexError):
             return None
         if len(works) == 1 and result and isinstance(result[0], dict):

@@ -86,16 +86,14 @@ class Predictor:
         detections = self._detector.detect_many(images)
         chips, owners, meta = [], [], []
         for index, (rgb, found) in enumerate(zip(images, detections, strict=False)):
+            faces = [(det, True) for det in found]
             if not found and whole_image_fallback:
-                height, width = rgb.shape[:2]
-                chips.append(self.chips_of(rgb, whole_image_landmarks(width, height)))
-                owners.append(index)
-                meta.append(((0, 0, width, height), False, 0.0, whole_image_landmarks(width, height)))
-            for det in found:
+                faces = [(self._detector.fallback_face(rgb), False)]
+            for det, detected in faces:
                 chips.append(self.chips_of(rgb, det.landmarks))
                 owners.append(index)
                 box = tuple(int(round(v)) for v in det.box)
-                meta.append((box, True, det.confidence, det.landmarks))
+                meta.append((box, detected, det.confidence, det.landmarks))
         results: list[list[Face]] = [[] for _ in images]
         if not chips:
             return results

@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from ml import Face, ImageError
 from tests.ml.conftest import to_jpeg
@@ -86,6 +86,26 @@ def test_no_face_gives_an_empty_list_or_a_whole_image_face(engine):
     assert engine.predict(blank) == []
     [whole] = engine.predict(blank, whole_image_fallback=True)
     assert whole.detected is False and whole.box == (0, 0, 400, 300)
+
+
+def test_fallback_aligns_a_weakly_detected_face_instead_of_taking_the_whole_frame(engine, astronaut):
+    # a tight crop of the face, tilted 45° and blurred: MTCNN's confidence stays under MIN_CONFIDENCE
+    tight = Image.fromarray(astronaut).crop((150, 20, 290, 190))
+    hard = np.asarray(
+        tight.rotate(45, resample=Image.BILINEAR, fillcolor=(128, 128, 128)).filter(
+            ImageFilter.GaussianBlur(2)
+        )
+    )
+    photo = to_jpeg(hard)
+    assert engine.predict(photo) == []
+    [face] = engine.predict(photo, whole_image_fallback=True)
+    assert face.detected is False and 0.5 <= face.detection_confidence < 0.9
+    # the face's own box (about x 28–132, y 46–145 in the 140×170 crop), not the frame
+    x1, y1, x2, y2 = face.box
+    assert 15 < x1 < 45 and 30 < y1 < 60 and 115 < x2 < 140 and 130 < y2 < 160
+    eyes = np.array(face.landmarks[:2])
+    assert ((eyes >= (x1, y1)) & (eyes <= (x2, y2))).all()
+    assert face.gender == "female" and 20 <= face.age <= 60
 
 
 def test_large_photos_are_detected_small_and_reported_in_original_pixels(engine, astronaut):
