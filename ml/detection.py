@@ -54,6 +54,15 @@ class FaceDetector:
 
         self._tf = tf
         self._mtcnn = MTCNN()
+        # The package calls its three Keras networks eagerly, PNet once per pyramid scale; compiled once
+        # here for any image size (one trace each), detection takes about half the time, same boxes.
+        for stage in getattr(self._mtcnn, "stages", ()):
+            if getattr(stage, "_model", None) is not None:
+                stage._model = tf.function(
+                    stage._model,
+                    input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+                    reduce_retracing=True,
+                )
         self.min_confidence = min_confidence
         self.min_face_px = min_face_px
         logging.getLogger("mtcnn").setLevel(logging.ERROR)

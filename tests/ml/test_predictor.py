@@ -108,6 +108,24 @@ def test_fallback_aligns_a_weakly_detected_face_instead_of_taking_the_whole_fram
     assert face.gender == "female" and 20 <= face.age <= 60
 
 
+def test_the_compiled_detector_finds_what_the_mtcnn_package_finds(engine, astronaut):
+    from mtcnn import MTCNN
+
+    photos = [np.asarray(Image.fromarray(astronaut).resize(size)) for size in ((640, 480), (500, 700))]
+    tile = astronaut[:200, 130:330]  # photos within DETECT_MAX_SIDE: the detector sees them unscaled
+    photos.append(collage([tile, tile[:, ::-1]], canvas=(400, 800))[0])
+    package = MTCNN()  # eager, as the package ships it
+    for photo in photos:
+        found = engine._detector.detect(photo)
+        expected = [f for f in package.detect_faces(photo, min_face_size=20) if f["confidence"] >= 0.9]
+        assert len(found) == len(expected) >= 1
+        by_left = sorted(expected, key=lambda f: f["box"][0])
+        for det, face in zip(sorted(found, key=lambda d: d.box[0]), by_left, strict=True):
+            x, y, w, h = face["box"]
+            assert np.allclose(det.box, (x, y, x + w, y + h), atol=1.5)
+            assert det.confidence == pytest.approx(face["confidence"], abs=1e-3)
+
+
 def test_large_photos_are_detected_small_and_reported_in_original_pixels(engine, astronaut):
     big = np.asarray(Image.fromarray(astronaut).resize((2048, 2048)))
     [face] = engine.predict(to_jpeg(big))
