@@ -63,6 +63,11 @@ class Predictor:
         return predictor  # warmed up: the graph is traced
 
     @property
+    def detector(self):
+        """The `ml.detection.FaceDetector` that `predict` uses."""
+        return self._detector
+
+    @property
     def input_specs(self) -> dict[str, tuple[str, int]]:
         """Each model input's name → (framing in `ml.alignment.GEOMETRIES`, chip size in pixels)."""
         return dict(self._inputs)
