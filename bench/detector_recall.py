@@ -1,9 +1,10 @@
 """Detector recall on group photos composed from real labelled faces.
 
-    python bench/detector_recall.py [--photos 20] [--faces 6] [--seed 0]
+    python bench/detector_recall.py [--photos 20] [--faces 6] [--seed 0] [--size 1600x1200] [--tiles 90-400]
 
-Each photo is a 1600×1200 canvas (a blurred, enlarged crop of another dataset photo as background) with
-N real face photos from UTKFace and All-Age-Faces pasted at random sizes (90–400 px) without overlap. A
+Each photo is a canvas (1600×1200 by default; a blurred, enlarged crop of another dataset photo as
+background) with N real face photos from UTKFace and All-Age-Faces pasted at random sizes (90–400 px by
+default) without overlap. A
 placed face counts as found when one detected box has its centre inside the placed photo's central
 region. Prints recall overall and by face size, and false detections per photo.
 """
@@ -25,7 +26,7 @@ from ml.data import DATASETS_DIR, read_labels  # noqa: E402
 from ml.detection import FaceDetector  # noqa: E402
 
 
-def compose(samples, rng: random.Random, faces: int, size=(1600, 1200)):
+def compose(samples, rng: random.Random, faces: int, size=(1600, 1200), tiles=(90, 400)):
     width, height = size
     background = (
         Image.open(rng.choice(samples).path).convert("RGB").resize(size).filter(ImageFilter.GaussianBlur(25))
@@ -34,7 +35,7 @@ def compose(samples, rng: random.Random, faces: int, size=(1600, 1200)):
     attempts = 0
     while len(placed) < faces and attempts < 500:
         attempts += 1
-        side = rng.randint(90, 400)
+        side = rng.randint(*tiles)
         x, y = rng.randint(0, width - side), rng.randint(0, height - side)
         box = (x, y, x + side, y + side)
         if any(not (box[2] < p[0] or box[0] > p[2] or box[3] < p[1] or box[1] > p[3]) for p in placed):
@@ -61,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=20)
     parser.add_argument("--faces", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", default="1600x1200", help="photo size, WIDTHxHEIGHT")
+    parser.add_argument("--tiles", default="90-400", help="side of the pasted face photos, MIN-MAX px")
     args = parser.parse_args(argv)
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    tiles = tuple(int(v) for v in args.tiles.split("-"))
+    edges = sorted({tiles[0], *(e for e in (150, 250) if tiles[0] < e < tiles[1]), tiles[1]})
+    bands = [f"{low}-{high}" for low, high in zip(edges, edges[1:], strict=False)]
     folders = [DATASETS_DIR / "utkface", DATASETS_DIR / "aaf-train"]
     if not all((f / "labels.csv").is_file() for f in folders):
         print(f"datasets not found under {DATASETS_DIR}", file=sys.stderr)
@@ -69,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     samples = [s for f in folders for s in read_labels(f)]
     rng = random.Random(args.seed)
     detector = FaceDetector()
-    found_by_size: dict[str, list[bool]] = {"90-150": [], "150-250": [], "250-400": []}
+    found_by_size: dict[str, list[bool]] = {band: [] for band in bands}
     false_alarms, seconds = 0, []
     for _ in range(args.photos):
-        photo, placed = compose(samples, rng, args.faces)
+        photo, placed = compose(samples, rng, args.faces, size, tiles)
         started = time.perf_counter()
         detections = detector.detect(photo)
         seconds.append(time.perf_counter() - started)
@@ -85,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
             ]
             matched.update(hits)
             side = x2 - x1
-            key = "90-150" if side < 150 else "150-250" if side < 250 else "250-400"
+            key = next((b for b in bands if side < int(b.split("-")[1])), bands[-1])
             found_by_size[key].append(bool(hits))
         false_alarms += len(detections) - len(matched)
     everything = [f for values in found_by_size.values() for f in values]
-    print(f"photos: {args.photos} of 1600x1200, {len(everything)} placed faces")
+    print(f"photos: {args.photos} of {size[0]}x{size[1]}, {len(everything)} placed faces")
     print(f"recall: {np.mean(everything):.3f}")
     for key, values in found_by_size.items():
         if values:
