@@ -21,7 +21,7 @@ import numpy as np
 
 from ml.data import Sample, read_labels
 
-PIPELINE_VERSION = "mtcnn1.0-align1.4-v2"  # v2: fallback_face for images with no confident face
+PIPELINE_VERSION = "mtcnn1.0-align1.4-v3"  # v2: fallback_face where no confident face; v3: turned search
 
 
 _detector = None

@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter
 
 from ml import Face, ImageError
 from tests.ml.conftest import to_jpeg
@@ -89,13 +89,11 @@ def test_no_face_gives_an_empty_list_or_a_whole_image_face(engine):
 
 
 def test_fallback_aligns_a_weakly_detected_face_instead_of_taking_the_whole_frame(engine, astronaut):
-    # a tight crop of the face, tilted 45° and blurred: MTCNN's confidence stays under MIN_CONFIDENCE
+    # a tight crop of the face, tilted 30°, blurred and faded: MTCNN's confidence stays under
+    # MIN_CONFIDENCE, turned or not
     tight = Image.fromarray(astronaut).crop((150, 20, 290, 190))
-    hard = np.asarray(
-        tight.rotate(45, resample=Image.BILINEAR, fillcolor=(128, 128, 128)).filter(
-            ImageFilter.GaussianBlur(2)
-        )
-    )
+    tilted = tight.rotate(30, resample=Image.BILINEAR, fillcolor=(128, 128, 128))
+    hard = np.asarray(ImageEnhance.Contrast(tilted.filter(ImageFilter.GaussianBlur(2))).enhance(0.5))
     photo = to_jpeg(hard)
     assert engine.predict(photo) == []
     [face] = engine.predict(photo, whole_image_fallback=True)
@@ -124,6 +122,30 @@ def test_the_compiled_detector_finds_what_the_mtcnn_package_finds(engine, astron
             x, y, w, h = face["box"]
             assert np.allclose(det.box, (x, y, x + w, y + h), atol=1.5)
             assert det.confidence == pytest.approx(face["confidence"], abs=1e-3)
+
+
+def test_turned_points_map_back_onto_the_photo_as_it_came():
+    from ml.detection import _unturn
+
+    height, width = 5, 8
+    marks = np.arange(height * width).reshape(height, width)
+    for k in (1, 2, 3):
+        turned = np.rot90(marks, k)
+        rows, cols = np.indices(turned.shape)
+        centres = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=1)  # x, y of each pixel's centre
+        x, y = _unturn(centres, k, width, height).T
+        assert np.array_equal(marks[(y - 0.5).astype(int), (x - 0.5).astype(int)], turned.ravel())
+
+
+@pytest.mark.parametrize("turns", [1, 2])
+def test_a_photo_turned_without_an_orientation_tag_is_searched_turned_back(engine, astronaut, turns):
+    upright = engine.predict(to_jpeg(astronaut))[0]
+    [face] = engine.predict(to_jpeg(np.ascontiguousarray(np.rot90(astronaut, turns))))
+    # the upright face's box, turned the same way (the photo is 512 × 512)
+    x1, y1, x2, y2 = upright.box
+    expected = (y1, 512 - x2, y2, 512 - x1) if turns == 1 else (512 - x2, 512 - y2, 512 - x1, 512 - y1)
+    assert np.allclose(face.box, expected, atol=15)
+    assert face.detected and face.gender == "female" and abs(face.age - upright.age) < 8
 
 
 def test_large_photos_are_detected_small_and_reported_in_original_pixels(engine, astronaut):
