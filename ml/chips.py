@@ -21,7 +21,7 @@ import numpy as np
 
 from ml.data import Sample, read_labels
 
-PIPELINE_VERSION = "mtcnn1.0-align1.4-v3"  # v2: fallback_face where no confident face; v3: turned search
+PIPELINE_VERSION = "mtcnn1.0-align1.4-v4"  # v2: fallback_face where no confident face; v4: turned search
 
 
 _detector = None
