@@ -44,7 +44,8 @@ TURNS = (1, 3, 2)
 #: missed, 242 are found (254 at 0.90 alone).
 TURNED_MIN_CONFIDENCE = 0.99
 
-#: Order of the five landmarks everywhere in `ml`: eyes, nose, mouth corners, left/right as seen in the image.
+#: Order of the five landmarks everywhere in `ml`: eyes, nose, mouth corners, left/right as seen in the image
+#: (for a face found turned, as seen with the face upright, so that alignment turns it upright).
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
