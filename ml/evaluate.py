@@ -190,7 +190,8 @@ def evaluate(
     fallback: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Figures per dataset for `predictor` on `samples` (at most `limit` per dataset, see `spread_subset`)."""
+    """Figures per dataset for `predictor` on `samples` (at most `limit` per dataset, see `spread_subset`),
+    and under "records" every image's `Record`."""
     chosen = spread_subset(samples, limit)
     records: list[Record] = []
     for index, sample in enumerate(chosen, 1):
@@ -366,14 +367,15 @@ def run(args: argparse.Namespace) -> int:
     if args.records:
         write_records(results, args.records)
         print(f"wrote {args.records}", file=sys.stderr)
-    for result in results.values():
-        del result["records"]
     if args.json:
         payload = {
             "data": [str(folder) for folder in args.data],
             "splits": splits,
             "limit": args.limit,
-            "results": results,
+            "results": {
+                label: {key: value for key, value in result.items() if key != "records"}
+                for label, result in results.items()
+            },
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2) + "\n")

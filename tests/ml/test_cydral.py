@@ -50,7 +50,7 @@ def test_port_gives_the_onnx_networks_answers(task, dlib_chips):
 
 def test_face_framing_matches_dlibs_chip(engine, astronaut, dlib_chips):
     """Our tight framing from MTCNN landmarks shows the region of the rival's chip; ours does not."""
-    (found,) = engine._detector.detect_many([np.asarray(astronaut)])[0]
+    (found,) = engine.detector.detect_many([np.asarray(astronaut)])[0]
     dlib_age_chip = dlib_chips[0].astype(np.float64)
     tight = align(np.asarray(astronaut), found.landmarks, 64, "face").astype(np.float64)
     loose = align(np.asarray(astronaut), found.landmarks, 64, "chip").astype(np.float64)
@@ -61,7 +61,7 @@ def test_face_framing_matches_dlibs_chip(engine, astronaut, dlib_chips):
 
 
 def test_reframe_cuts_the_face_framing_out_of_a_chip(astronaut, engine):
-    (found,) = engine._detector.detect_many([np.asarray(astronaut)])[0]
+    (found,) = engine.detector.detect_many([np.asarray(astronaut)])[0]
     chip96 = align(np.asarray(astronaut), found.landmarks, 96)
     direct = align(np.asarray(astronaut), found.landmarks, 64, "face").astype(np.float64)
     recut = reframe(chip96[None], 64, "face")[0].astype(np.float64)
@@ -80,7 +80,7 @@ def test_gender_expert_blends_in_logit_space_and_survives_saving(engine, astrona
     from ml.cydral import MEANS, bundled_onnx, port
     from ml.model import with_gender_expert
 
-    (found,) = engine._detector.detect_many([np.asarray(astronaut)])[0]
+    (found,) = engine.detector.detect_many([np.asarray(astronaut)])[0]
     chips = engine.chips_of(np.asarray(astronaut), found.landmarks)
     chips = {name: np.concatenate([c, c[:, :, ::-1]]).astype(np.float32) for name, c in chips.items()}
     fused = engine._model

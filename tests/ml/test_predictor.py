@@ -114,7 +114,7 @@ def test_the_compiled_detector_finds_what_the_mtcnn_package_finds(engine, astron
     photos.append(collage([tile, tile[:, ::-1]], canvas=(400, 800))[0])
     package = MTCNN()  # eager, as the package ships it
     for photo in photos:
-        found = engine._detector.detect(photo)
+        found = engine.detector.detect(photo)
         expected = [f for f in package.detect_faces(photo, min_face_size=20) if f["confidence"] >= 0.9]
         assert len(found) == len(expected) >= 1
         by_left = sorted(expected, key=lambda f: f["box"][0])
