@@ -77,7 +77,7 @@ class TrainConfig:
     gender_label_smoothing: float = 0.05
     seed: int = 1337
     version: str = "2.2.1"
-    max_minutes: float | None = None  # stop early (keeping the weights) when training runs past this
+    max_minutes: float | None = None  # the whole run's budget (every stage): see `stage_minutes`
     init_from: str | None = None  # a model folder whose weights start this run (a longer schedule in parts)
     gender_expert: bool = True  # fused only: blend the untouched Cydral gender network into the output
     calibration_share: float = 0.0
@@ -249,8 +249,8 @@ class TimeLimit:
 
     After the second epoch (the first one pays for compilation) it predicts how many epochs fit. Where
     fewer than planned fit, it shortens the cosine schedule so that the learning rate still anneals by
-    the last epoch that fits (effective on eager backends such as PyTorch; a compiled TensorFlow graph
-    keeps its schedule) and stops there.
+    the last epoch that fits (effective on eager backends such as PyTorch; a compiled TensorFlow or JAX
+    step keeps its schedule) and stops there.
     """
 
     def __new__(cls, seconds: float, started: float, schedule, steps_per_epoch: int, warmup: int):
@@ -297,6 +297,16 @@ class Site:
     finish: Callable[..., dict]
 
 
+#: A trunk epoch costs about this share of a fused epoch (2.5 against 4 minutes on the 2-core CPU).
+TRUNK_EPOCH_COST = 0.6
+
+
+def stage_minutes(remaining: float, epochs: float, later_epochs: float) -> float:
+    """The share of `remaining` minutes a stage of `epochs` gets when `later_epochs` (in the same units)
+    follow it: in proportion, so that a run given `max_minutes` leaves time for every later stage."""
+    return remaining * epochs / max(1e-9, epochs + later_epochs)
+
+
 def local_site() -> Site:
     return Site(load_sets=_load_sets, network=_ported, finish=finish)
 
@@ -315,6 +325,8 @@ def train(config: TrainConfig, site: Site | None = None) -> dict:
     if config.architecture != "fused":
         raise ValueError(f"unknown architecture {config.architecture!r} (fused or resnet)")
     trunk_from = config.trunk_from
+    started = time.time()
+    fused_epochs = config.head_epochs + config.epochs + config.polish_epochs
     if not trunk_from and not config.init_from:  # with init_from, every weight comes from that model
         trunk_from = str(Path(config.out) / "trunk")
         if not (Path(trunk_from) / "manifest.json").is_file():
@@ -327,10 +339,15 @@ def train(config: TrainConfig, site: Site | None = None) -> dict:
                     epochs=config.trunk_epochs,
                     learning_rate=config.trunk_learning_rate,
                     init_from=None,
+                    max_minutes=config.max_minutes
+                    and stage_minutes(
+                        config.max_minutes, TRUNK_EPOCH_COST * config.trunk_epochs, fused_epochs
+                    ),
                 ),
                 site,
             )
-    return _train_fused(replace(config, trunk_from=trunk_from), site)
+    left = config.max_minutes and max(0.1, config.max_minutes - (time.time() - started) / 60)
+    return _train_fused(replace(config, trunk_from=trunk_from, max_minutes=left), site)
 
 
 def scaled_adamw(schedule, weight_decay: float, slow_variables=(), slow_scale: float = 1.0):
@@ -619,7 +636,7 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
         ("epoch", config.epochs, config.learning_rate, 1.0, 0.0, out / "finetuned.weights.h5"),
         ("polish", config.polish_epochs, config.polish_learning_rate, *polish, None),
     ]
-    for label, epochs, learning_rate, slow_scale, balance, done in schedules:
+    for number, (label, epochs, learning_rate, slow_scale, balance, done) in enumerate(schedules):
         if not epochs:  # 0 and 0: only the finishing steps (e.g. a new gender expert on a trained model)
             continue
         if done and done.is_file():
@@ -631,8 +648,10 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
         )
         backup = out / ("backup" if label == "epoch" else f"backup-{label}")
         callbacks = [keras.callbacks.BackupAndRestore(str(backup)), EpochLine(epochs, label)]
-        if config.max_minutes:
-            callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
+        if config.max_minutes:  # this schedule's share of what is left
+            left = config.max_minutes - (time.time() - started) / 60
+            minutes = stage_minutes(left, epochs, sum(s[1] for s in schedules[number + 1 :]))
+            callbacks.append(TimeLimit(minutes * 60, time.time(), schedule, steps, warmup))
         _fit(trainer, train_set, val_set, config, epochs, callbacks, balance, augmenter)
         if done:
             model.save_weights(done)
@@ -884,7 +903,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fused: do not blend the original Cydral gender network into the gender output",
     )
     parser.add_argument(
-        "--max-minutes", type=float, default=None, help="stop after the epoch that passes this"
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="the whole run's budget: each stage stops after the epoch that passes its share",
     )
 
 

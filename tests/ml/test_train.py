@@ -171,3 +171,28 @@ def test_dataset_weights_favour_the_smaller_dataset_by_a_power_of_its_share():
     balanced = dataset_weights(datasets, 1.0)  # both datasets weigh the same in all
     assert balanced[datasets == "aaf-train"].sum() == pytest.approx(balanced[datasets == "utkface"].sum())
     assert np.all(dataset_weights(np.array(["one"] * 5)) == pytest.approx(1.0))
+
+
+def test_a_run_over_its_budget_still_ends_every_stage_with_an_artifact(tiny_folder, tmp_path):
+    """`--max-minutes` is the whole run's: each stage (trunk, fine-tuning, polish) gets a share and stops
+    after the epoch that passes it, and the run still ends with a loadable model."""
+    out = tmp_path / "run"
+    args = command(tiny_folder, out, epochs=4)
+    args[args.index("--trunk-epochs") + 1] = "4"
+    args[args.index("--polish-epochs") + 1] = "4"
+    result = subprocess.run(
+        [*args, "--max-minutes", "0.005"], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    for label in ("epoch", "polish"):  # the trunk's lines and the fine-tuning's both say "epoch"
+        assert sum(line.startswith(f"{label} 1/4") for line in lines) == (2 if label == "epoch" else 1)
+        assert not any(line.startswith(f"{label} 2/4") for line in lines), result.stdout
+    assert (out / "model.keras").is_file() and (out / "trunk" / "model.keras").is_file()
+
+
+def test_a_budget_is_shared_in_proportion_to_the_stages_work():
+    from ml.train import stage_minutes
+
+    assert stage_minutes(10, 3, 1) == pytest.approx(7.5)
+    assert stage_minutes(10, 3, 0) == pytest.approx(10)
