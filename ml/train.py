@@ -268,7 +268,7 @@ class TimeLimit:
                     per_epoch = now - self.epoch_started
                     fits = 2 + int((seconds - (now - started)) // per_epoch)
                     planned = self.params.get("epochs") or fits
-                    if fits < planned:
+                    if max(fits, 3) < planned:  # at least 3 epochs, and the budget's 1.1 still stops
                         self.last_epoch = max(fits, 3)
                         schedule.decay_steps = max(1, self.last_epoch * steps_per_epoch - warmup)
                         print(
