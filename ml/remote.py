@@ -23,8 +23,12 @@ keras, namex and optree for its Python 3.12 in `var/remote/wheels` (`pip downloa
     scripts/remote_fit var/remote $OUT 540 'a=--calibration-share 0.1' 'b=--calibration-share 0.1 --epochs 6'
 
 (it installs the wheels, prints `bench/train_step.py`'s figures, runs `fit` once per NAME=OPTIONS in
-parallel on the one GPU and stops each after the given seconds); then here, for each run,
-`python -m ml.remote finish $FILES/a --out runs/a --calibration-share 0.1` with the same options.
+parallel on the one GPU, each with `--max-minutes` of 0.85 of the given seconds, and kills each after
+them); then here, for each run, `python -m ml.remote finish $FILES/a --out runs/a --calibration-share 0.1`
+with the same options. Timed on an H100 (2026-11-26): 26,703 faces decode in 3 s, a trunk epoch takes
+5 s and a fused one 9–12 s (alone or two runs side by side), and each stage's first epoch pays 25–55 s
+of compilation: the default schedule needs about 400 s, so 540 s holds two of them and 335 s (what was
+left of one lease) cut its stages short (on JAX a cut stage stops before its rate has cooled).
 
 Only the training split travels (the validation faces stay here) and `ml.train.hold_out` draws the same
 calibration faces from it there and here. The chips travel as WebP (quality `QUALITY`: a mean error of
