@@ -331,6 +331,11 @@ def train(config: TrainConfig, site: Site | None = None) -> dict:
         trunk_from = str(Path(config.out) / "trunk")
         if not (Path(trunk_from) / "manifest.json").is_file():
             print(f"stage 1 of 2: the trunk alone, into {trunk_from}", flush=True)
+            minutes = None
+            if config.max_minutes:
+                cost = TRUNK_EPOCH_COST * config.trunk_epochs
+                minutes = stage_minutes(config.max_minutes, cost, fused_epochs)
+                print(f"time budget: trunk {minutes * 60:.3f}s of {config.max_minutes * 60:.3f}s", flush=True)
             _train_resnet(
                 replace(
                     config,
@@ -339,14 +344,12 @@ def train(config: TrainConfig, site: Site | None = None) -> dict:
                     epochs=config.trunk_epochs,
                     learning_rate=config.trunk_learning_rate,
                     init_from=None,
-                    max_minutes=config.max_minutes
-                    and stage_minutes(
-                        config.max_minutes, TRUNK_EPOCH_COST * config.trunk_epochs, fused_epochs
-                    ),
+                    max_minutes=minutes,
                 ),
                 site,
             )
-    left = config.max_minutes and max(0.1, config.max_minutes - (time.time() - started) / 60)
+    # what the trunk left (a run already past its budget still runs each stage's first epoch)
+    left = config.max_minutes and max(1e-6, config.max_minutes - (time.time() - started) / 60)
     return _train_fused(replace(config, trunk_from=trunk_from, max_minutes=left), site)
 
 
@@ -651,6 +654,7 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
         if config.max_minutes:  # this schedule's share of what is left
             left = config.max_minutes - (time.time() - started) / 60
             minutes = stage_minutes(left, epochs, sum(s[1] for s in schedules[number + 1 :]))
+            print(f"time budget: {label} {minutes * 60:.3f}s of {left * 60:.3f}s left", flush=True)
             callbacks.append(TimeLimit(minutes * 60, time.time(), schedule, steps, warmup))
         _fit(trainer, train_set, val_set, config, epochs, callbacks, balance, augmenter)
         if done:

@@ -189,6 +189,16 @@ def test_a_run_over_its_budget_still_ends_every_stage_with_an_artifact(tiny_fold
         assert sum(line.startswith(f"{label} 1/4") for line in lines) == (2 if label == "epoch" else 1)
         assert not any(line.startswith(f"{label} 2/4") for line in lines), result.stdout
     assert (out / "model.keras").is_file() and (out / "trunk" / "model.keras").is_file()
+    # the trunk's share is by its work (4 epochs at 0.6 of a fused one, against 1 + 4 + 4 fused epochs),
+    # and each later stage gets a share of what the stages before it left, never the whole budget again
+    words = [line.split() for line in lines if line.startswith("time budget: ")]
+    budgets = [w for w in words if w[2] in ("trunk", "epoch", "polish")]  # not the per-epoch forecast
+    trunk = next(b for b in budgets if b[2] == "trunk")
+    assert float(trunk[3][:-1]) == pytest.approx(0.3 * 2.4 / 11.4, abs=1e-3)
+    assert float(trunk[5][:-1]) == pytest.approx(0.3, abs=1e-3)
+    fused = [b for b in budgets if b[2] in ("epoch", "polish")]
+    assert [b[2] for b in fused] == ["epoch", "polish"]
+    assert all(float(b[5][:-1]) < 0.3 - float(trunk[3][:-1]) for b in fused)
 
 
 def test_a_budget_is_shared_in_proportion_to_the_stages_work():
