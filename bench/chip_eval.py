@@ -13,7 +13,6 @@ fairly. End to end figures (detection included) come from `python -m ml evaluate
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,13 +28,14 @@ def main() -> None:
     import keras
 
     import ml.model  # noqa: F401  (registers the custom layers)
+    from ml.artifact import read_manifest
     from ml.calibration import evaluate_chips
     from ml.train import TrainConfig, _load_sets, predict_chips
 
     _, _, val_set = _load_sets(TrainConfig(cache_dir=args.cache_dir), True)
     for folder in args.models:
-        manifest = json.loads((folder / "manifest.json").read_text())
-        model = keras.models.load_model(folder / "model.keras", compile=False)
+        manifest = read_manifest(folder)  # checks the file against its sha256, as the predictor does
+        model = keras.models.load_model(folder / manifest["file"], compile=False)
         outputs = predict_chips(model, val_set.inputs())
         metrics = evaluate_chips(outputs, val_set, manifest["interval"]["scale"])
         for name, entry in metrics["datasets"].items():

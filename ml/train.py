@@ -307,6 +307,13 @@ def stage_minutes(remaining: float, epochs: float, later_epochs: float) -> float
     return remaining * epochs / max(1e-9, epochs + later_epochs)
 
 
+def _budget(label: str, remaining: float, epochs: float, later_epochs: float) -> float:
+    """`stage_minutes`, announced on the run's log."""
+    minutes = stage_minutes(remaining, epochs, later_epochs)
+    print(f"time budget: {label} {minutes * 60:.3f}s of {remaining * 60:.3f}s left", flush=True)
+    return minutes
+
+
 def local_site() -> Site:
     return Site(load_sets=_load_sets, network=_ported, finish=finish)
 
@@ -331,11 +338,8 @@ def train(config: TrainConfig, site: Site | None = None) -> dict:
         trunk_from = str(Path(config.out) / "trunk")
         if not (Path(trunk_from) / "manifest.json").is_file():
             print(f"stage 1 of 2: the trunk alone, into {trunk_from}", flush=True)
-            minutes = None
-            if config.max_minutes:
-                cost = TRUNK_EPOCH_COST * config.trunk_epochs
-                minutes = stage_minutes(config.max_minutes, cost, fused_epochs)
-                print(f"time budget: trunk {minutes * 60:.3f}s of {config.max_minutes * 60:.3f}s", flush=True)
+            cost = TRUNK_EPOCH_COST * config.trunk_epochs
+            minutes = config.max_minutes and _budget("trunk", config.max_minutes, cost, fused_epochs)
             _train_resnet(
                 replace(
                     config,
@@ -653,8 +657,7 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
         callbacks = [keras.callbacks.BackupAndRestore(str(backup)), EpochLine(epochs, label)]
         if config.max_minutes:  # this schedule's share of what is left
             left = config.max_minutes - (time.time() - started) / 60
-            minutes = stage_minutes(left, epochs, sum(s[1] for s in schedules[number + 1 :]))
-            print(f"time budget: {label} {minutes * 60:.3f}s of {left * 60:.3f}s left", flush=True)
+            minutes = _budget(label, left, epochs, sum(s[1] for s in schedules[number + 1 :]))
             callbacks.append(TimeLimit(minutes * 60, time.time(), schedule, steps, warmup))
         _fit(trainer, train_set, val_set, config, epochs, callbacks, balance, augmenter)
         if done:
