@@ -206,3 +206,86 @@ def test_a_budget_is_shared_in_proportion_to_the_stages_work():
 
     assert stage_minutes(10, 3, 1) == pytest.approx(7.5)
     assert stage_minutes(10, 3, 0) == pytest.approx(10)
+
+
+def test_a_label_is_doubted_only_where_both_opinions_contradict_it():
+    from ml.train import gender_doubts
+
+    males = np.array([1, 1, 1, 0, 0, 0], np.float32)
+    ours = np.array([0.05, 0.05, 0.50, 0.97, 0.97, 0.20])  # P(male)
+    cydral = np.array([0.02, 0.60, 0.01, 0.99, 0.30, 0.99])
+    assert gender_doubts(ours, cydral, males, 0.9).tolist() == [True, False, False, True, False, False]
+    assert gender_doubts(ours, cydral, males, 0.99).tolist() == [False] * 6
+    assert not gender_doubts(ours, cydral, males, 0.0).any()  # 0: every label trusted
+
+
+def _constant_judge(p_male: float):
+    """A stand-in for our model that gives every face P(male) = `p_male` (and a flat age)."""
+    import keras
+
+    from ml.model import AGE_CLASSES
+
+    image = keras.Input((64, 64, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(image)
+    age = keras.layers.Dense(AGE_CLASSES, activation="softmax", kernel_initializer="zeros", name="age")(
+        pooled
+    )
+    logit = float(np.log(p_male / (1 - p_male)))
+    gender = keras.layers.Dense(
+        1,
+        activation="sigmoid",
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(logit),
+        name="gender",
+    )(pooled)
+    return keras.Model(image, {"age": age, "gender": gender})
+
+
+def test_labels_both_networks_contradict_are_doubted_and_listed(tiny_folder, tmp_path):
+    """The real Cydral gender network on the real chips: it takes the astronaut for a woman, so with a
+    judge of ours that agrees (P(male) 0.1) exactly the faces labelled male are doubted."""
+    from ml.train import TrainConfig, _doubt_labels, load_chips, local_site
+
+    chips = load_chips([str(tiny_folder)], 64, str(tmp_path / "cache"), faces=True)
+    config = TrainConfig(out=str(tmp_path), gender_doubt=0.5)
+    doubted = _doubt_labels(_constant_judge(0.1), chips, config, local_site())
+    assert doubted.tolist() == (chips.males == 1).tolist() and doubted.sum() == 8
+    with (tmp_path / "gender_doubts.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["key"] for row in rows] == chips.keys[doubted].tolist()
+    assert all(row["label"] == "male" and float(row["p_male_cydral"]) <= 0.5 for row in rows)
+    assert all(float(row["p_male_ours"]) == pytest.approx(0.1, abs=1e-3) for row in rows)
+    # our judge at P(male) 0.1 is not sure enough for a threshold of 0.95
+    strict = _doubt_labels(
+        _constant_judge(0.1), chips, TrainConfig(out=str(tmp_path), gender_doubt=0.95), local_site()
+    )
+    assert not strict.any()
+
+
+def test_a_doubted_label_teaches_age_but_not_gender(tmp_path):
+    import keras
+
+    from ml.model import make_model
+    from ml.train import ChipSet, TrainConfig, _compile, _fit, _trainer
+
+    rng = np.random.default_rng(0)
+    count = 32
+    faces = ChipSet(
+        chips=rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8),
+        ages=rng.integers(1, 90, count).astype(np.float32),
+        males=rng.integers(0, 2, count).astype(np.float32),
+        datasets=np.array(["synthetic"] * count),
+        keys=np.array([f"synthetic/{i}" for i in range(count)]),
+        detected=np.ones(count, bool),
+    )
+    config = TrainConfig(out=str(tmp_path), batch_size=16)
+    losses = {}
+    for doubted in (np.ones(count, bool), None):
+        keras.utils.set_random_seed(0)
+        trainer, _ = _trainer(make_model(64, (8, 16), (1, 1)), config)
+        _compile(trainer, config, 1e-3, 1, 2, 0.0)
+        _fit(trainer, faces, faces, config, 1, [], doubted=doubted)
+        losses[doubted is None] = trainer.history.history
+    doubting, trusting = losses[False], losses[True]
+    assert doubting["gender_loss"][0] == 0.0 and doubting["age_loss"][0] > 0
+    assert trusting["gender_loss"][0] > 0.1
