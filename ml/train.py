@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -76,6 +77,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     age_l1_weight: float = 0.1
     gender_label_smoothing: float = 0.05
+    gender_loss_weight: float = 1.0  # the gender loss's weight against the age loss's 1
     seed: int = 1337
     version: str = "2.2.1"
     max_minutes: float | None = None  # the whole run's budget (every stage): see `stage_minutes`
@@ -409,13 +411,34 @@ def _compile(
             "age": make_age_loss(config.age_l1_weight),
             "gender": keras.losses.BinaryCrossentropy(label_smoothing=config.gender_label_smoothing),
         },
-        loss_weights={"age": 1.0, "gender": 1.0},
+        loss_weights={"age": 1.0, "gender": config.gender_loss_weight},
         metrics={"age": [age_mae], "gender": [keras.metrics.BinaryAccuracy(name="acc")]},
     )
     return schedule, warmup
 
 
-def _trainer(model, config: TrainConfig):
+def stage_seed(config: TrainConfig, stage: str) -> int:
+    """The seed of one stage's shuffling, augmentation and dropout: its own for every stage, and for a
+    run that continues a model (`init_from`) mixed with that model's sha256.
+
+    With the run's one seed everywhere, every stage replayed the trunk's first epochs batch for batch:
+    the same faces in the same order with the same flips, tilts and light. The network had learnt those
+    exact images: with the learning rate at 0, 2.2.1 had an age MAE of 4.08 years in training mode on a
+    replay of its training run's first epoch against 4.90 on freshly drawn augmentations of the same
+    faces; a stage that replays batches learns less from them. This also explains the training loss that
+    rose from epoch to epoch of the fine-tuning while its learning rate fell (`ml/MODEL_CARD.md`).
+    """
+    parent = ""
+    if config.init_from:
+        manifest = Path(config.init_from) / "manifest.json"
+        parent = (
+            json.loads(manifest.read_text()).get("sha256", "") if manifest.is_file() else config.init_from
+        )
+    digest = hashlib.sha256(f"{config.seed}/{stage}/{parent}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _trainer(model, config: TrainConfig, seed: int):
     """(the model as trained, an augmenter to run outside it or None): `ml.model.make_augmenter`'s
     flips, tilts, shifts and light before `model`. A fused model's two framings are augmented together,
     stacked as 6 channels, so that both get the same transformation.
@@ -431,7 +454,7 @@ def _trainer(model, config: TrainConfig):
     from ml.model import make_augmenter
 
     size = config.input_size
-    augmenter = make_augmenter(config.seed)
+    augmenter = make_augmenter(seed)
     fused = isinstance(model.input, dict)
     image = keras.Input((size, size, 3), name="image")
     inputs = {"image": image, "face": keras.Input((size, size, 3), name="face")} if fused else image
@@ -485,20 +508,24 @@ def _fit(
     dataset_balance: float = 0.0,
     augmenter=None,
     doubted: np.ndarray | None = None,
+    *,
+    seed: int,
 ) -> None:
+    """One stage's `epochs` on `train_set`; `seed` draws its shuffling (and, on JAX, its augmentation;
+    on TensorFlow the trainer's augmenter was seeded by `_trainer`)."""
     weights = age_weights(train_set.ages)
     if dataset_balance:
         weights = weights * dataset_weights(train_set.datasets, dataset_balance)
     if doubted is not None and doubted.any():  # a doubted label teaches age only
         weights = {"age": weights, "gender": np.where(doubted, 0.0, weights).astype(np.float32)}
-    fit_data, val_data = _inputs(train_set, val_set, weights, config)
+    fit_data, val_data = _inputs(train_set, val_set, weights, config, seed)
     # BackupAndRestore leaves the epoch it resumed from on the model, and Keras would start the next
     # fit() of the same model there too (a second schedule skipped whole after a resumed first one)
     trainer._initial_epoch = None
     if augmenter is not None:  # JAX: augmented batch by batch outside the training step (`_trainer`)
         x, y, w = fit_data
         trainer.fit(
-            _augmented_batches(x, y, w, augmenter, config.batch_size, config.seed),
+            _augmented_batches(x, y, w, augmenter, config.batch_size, seed),
             steps_per_epoch=int(np.ceil(len(train_set.ages) / config.batch_size)),
             epochs=epochs,
             validation_data=val_data,
@@ -577,7 +604,9 @@ def _train_resnet(config: TrainConfig, site: Site) -> dict:
     train_set, calibration_set, val_set = site.load_sets(config, False)
     model = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
     _init_from(model, config.init_from)
-    trainer, augmenter = _trainer(model, config)
+    seed = stage_seed(config, "trunk")
+    keras.utils.set_random_seed(seed)  # dropout
+    trainer, augmenter = _trainer(model, config, seed)
     steps = int(np.ceil(len(train_set.ages) / config.batch_size))
     schedule, warmup = _compile(
         trainer, config, config.learning_rate, config.epochs, steps, config.warmup_epochs
@@ -585,7 +614,7 @@ def _train_resnet(config: TrainConfig, site: Site) -> dict:
     callbacks = [keras.callbacks.BackupAndRestore(str(Path(config.out) / "backup")), EpochLine(config.epochs)]
     if config.max_minutes:
         callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
-    _fit(trainer, train_set, val_set, config, config.epochs, callbacks, augmenter=augmenter)
+    _fit(trainer, train_set, val_set, config, config.epochs, callbacks, augmenter=augmenter, seed=seed)
     sets = (train_set, calibration_set, val_set)
     return site.finish(model, *sets, config, train_seconds=time.time() - started)
 
@@ -683,7 +712,6 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
         if not config.init_from:
             judge = keras.models.load_model(Path(config.trunk_from) / "model.keras", compile=False)
         doubted = _doubt_labels(judge, train_set, config, site)
-    trainer, augmenter = _trainer(model, config)
     steps = int(np.ceil(len(train_set.ages) / config.batch_size))
     heads_done = out / "heads.weights.h5"
     if config.head_epochs and not config.init_from:
@@ -693,6 +721,9 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
         else:
             for part in backbones(model):
                 part.trainable = False
+            seed = stage_seed(config, "heads")
+            keras.utils.set_random_seed(seed)
+            trainer, augmenter = _trainer(model, config, seed)
             _compile(trainer, config, config.head_learning_rate, config.head_epochs, steps, warmup_epochs=0)
             callbacks = [
                 keras.callbacks.BackupAndRestore(str(out / "backup-heads")),
@@ -707,6 +738,7 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
                 callbacks,
                 augmenter=augmenter,
                 doubted=doubted,
+                seed=seed,
             )
             model.save_weights(heads_done)
     for part in backbones(model):
@@ -726,6 +758,9 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
             model.load_weights(done)
             print(f"{label} stage done earlier: {done}", flush=True)
             continue
+        seed = stage_seed(config, label)
+        keras.utils.set_random_seed(seed)
+        trainer, augmenter = _trainer(model, config, seed)
         schedule, warmup = _compile(
             trainer, config, learning_rate, epochs, steps, config.warmup_epochs, pretrained, slow_scale
         )
@@ -735,7 +770,7 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
             left = config.max_minutes - (time.time() - started) / 60
             minutes = _budget(label, left, epochs, sum(s[1] for s in schedules[number + 1 :]))
             callbacks.append(TimeLimit(minutes * 60, time.time(), schedule, steps, warmup))
-        _fit(trainer, train_set, val_set, config, epochs, callbacks, balance, augmenter, doubted)
+        _fit(trainer, train_set, val_set, config, epochs, callbacks, balance, augmenter, doubted, seed=seed)
         if done:
             model.save_weights(done)
     sets = (train_set, calibration_set, val_set)
@@ -854,7 +889,7 @@ def _views(chips: dict) -> dict:
     return {name: np.asarray(value) for name, value in test_time_views(chips).items()}
 
 
-def _inputs(train_set: ChipSet, val_set: ChipSet, weights, config: TrainConfig):
+def _inputs(train_set: ChipSet, val_set: ChipSet, weights, config: TrainConfig, seed: int):
     import keras
 
     y_train = {"age": train_set.ages, "gender": train_set.males}
@@ -869,7 +904,7 @@ def _inputs(train_set: ChipSet, val_set: ChipSet, weights, config: TrainConfig):
 
     train_ds = (
         tf.data.Dataset.from_tensor_slices((x_train, y_train, weights))
-        .shuffle(len(train_set.ages), seed=config.seed, reshuffle_each_iteration=True)
+        .shuffle(len(train_set.ages), seed=seed, reshuffle_each_iteration=True)
         .batch(config.batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -984,6 +1019,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="gender_expert",
         action="store_false",
         help="fused: do not blend the original Cydral gender network into the gender output",
+    )
+    parser.add_argument(
+        "--gender-loss-weight",
+        type=float,
+        default=defaults.gender_loss_weight,
+        help="weight of the gender loss (the age loss weighs 1)",
     )
     parser.add_argument(
         "--gender-doubt",

@@ -282,10 +282,58 @@ def test_a_doubted_label_teaches_age_but_not_gender(tmp_path):
     losses = {}
     for doubted in (np.ones(count, bool), None):
         keras.utils.set_random_seed(0)
-        trainer, _ = _trainer(make_model(64, (8, 16), (1, 1)), config)
+        trainer, _ = _trainer(make_model(64, (8, 16), (1, 1)), config, 0)
         _compile(trainer, config, 1e-3, 1, 2, 0.0)
-        _fit(trainer, faces, faces, config, 1, [], doubted=doubted)
+        _fit(trainer, faces, faces, config, 1, [], doubted=doubted, seed=0)
         losses[doubted is None] = trainer.history.history
     doubting, trusting = losses[False], losses[True]
     assert doubting["gender_loss"][0] == 0.0 and doubting["age_loss"][0] > 0
     assert trusting["gender_loss"][0] > 0.1
+
+
+def test_each_stage_draws_its_own_batches(tmp_path):
+    """No stage replays another's batches (same faces, same order, same augmentation), nor does a run
+    that continues a model replay the batches that model was trained on."""
+    from ml.model import make_model
+    from ml.train import ChipSet, TrainConfig, _inputs, _trainer, stage_seed
+
+    config = TrainConfig(out=str(tmp_path), batch_size=8)
+    seeds = {stage: stage_seed(config, stage) for stage in ("trunk", "heads", "epoch", "polish")}
+    assert len(set(seeds.values())) == 4
+    assert stage_seed(config, "epoch") == seeds["epoch"]  # reproducible
+    assert stage_seed(TrainConfig(seed=7), "epoch") != seeds["epoch"]
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (parent / "manifest.json").write_text(json.dumps({"sha256": "ab" * 32}))
+    continued = TrainConfig(init_from=str(parent))
+    assert stage_seed(continued, "polish") != seeds["polish"]
+
+    rng = np.random.default_rng(0)
+    count = 64
+    faces = ChipSet(
+        chips=rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8),
+        ages=np.arange(count, dtype=np.float32),
+        males=np.zeros(count, np.float32),
+        datasets=np.array(["synthetic"] * count),
+        keys=np.array([f"synthetic/{i}" for i in range(count)]),
+        detected=np.ones(count, bool),
+    )
+    weights = np.ones(count, np.float32)
+
+    def first_batch(seed):
+        data, _ = _inputs(faces, faces, weights, config, seed)
+        return next(iter(data))
+
+    def order(seed):
+        return np.asarray(first_batch(seed)[1]["age"]).tolist()
+
+    assert order(seeds["epoch"]) == order(seeds["epoch"])
+    assert order(seeds["epoch"]) != order(seeds["polish"])
+    # the augmentation (inside the trainer on TensorFlow) draws differently too
+    batch = np.repeat(faces.chips[:1].astype(np.float32), 4, axis=0)
+    augmented = {}
+    for stage in ("epoch", "polish"):
+        trainer, _ = _trainer(make_model(64, (8, 16), (1, 1)), config, seeds[stage])
+        augment = trainer.get_layer("augment")
+        augmented[stage] = np.asarray(augment(batch, training=True))
+    assert np.abs(augmented["epoch"] - augmented["polish"]).mean() > 1.0
