@@ -424,7 +424,7 @@ def stage_seed(config: TrainConfig, stage: str) -> int:
     With the run's one seed everywhere, every stage replayed the trunk's first epochs batch for batch:
     the same faces in the same order with the same flips, tilts and light. The network had learnt those
     exact images: with the learning rate at 0, 2.2.1 had an age MAE of 4.08 years in training mode on a
-    replay of its training run's first epoch against 4.90 on freshly drawn augmentations of the same
+    replay of its training run's first epoch against 4.91 on freshly drawn augmentations of the same
     faces; a stage that replays batches learns less from them. This also explains the training loss that
     rose from epoch to epoch of the fine-tuning while its learning rate fell (`ml/MODEL_CARD.md`).
     """
@@ -658,22 +658,10 @@ def _doubt_labels(model, train_set: ChipSet, config: TrainConfig, site: Site) ->
     """`gender_doubts` of the training faces by `model` (the model before the fused stages: the trunk, or
     the model of `init_from`) and the untouched Cydral gender network, both over the test-time views;
     the doubted faces are listed in the run's `gender_doubts.csv`."""
-    import keras
-
-    from ml.model import TTA_VIEWS, expert_logits
-
     inputs = train_set.inputs() if isinstance(model.input, dict) else train_set.chips
     ours = predict_chips(model, inputs)["gender"].reshape(-1)
-    face = keras.Input(train_set.faces.shape[1:], name="face")
-    branch = keras.Model(face, expert_logits(site.network("gender", "cydral_gender_doubt"), face))
-    theirs = []
-    for start in range(0, len(train_set.ages), 128):
-        logits = np.asarray(
-            branch.predict_on_batch(_views(train_set.inputs(slice(start, start + 128)))["face"])
-        )
-        male = 1 / (1 + np.exp(logits[:, 0] - logits[:, 1]))
-        theirs.append(male.reshape(TTA_VIEWS, -1).mean(axis=0))
-    theirs = np.concatenate(theirs)
+    logits = expert_logit_views(site.network("gender", "cydral_gender_doubt"), train_set)
+    theirs = (1 / (1 + np.exp(-logits))).mean(axis=0)
     doubted = gender_doubts(ours, theirs, train_set.males, config.gender_doubt)
     counts = {
         str(name): int((doubted & (train_set.datasets == name)).sum())
@@ -841,23 +829,17 @@ def add_gender_expert(model, fit_set: ChipSet):
     faces would give it), averaged over the predictor's test-time views exactly as served. Returns the
     new model and a summary for the metrics.
     """
-    import keras
-
     from ml.cydral import bundled_onnx, port
-    from ml.model import TTA_VIEWS, expert_logits, with_gender_expert
+    from ml.model import TTA_VIEWS, with_gender_expert
 
     expert = port(bundled_onnx("gender"), "cydral_gender_expert")
-    face = keras.Input(fit_set.faces.shape[1:], name="face")
-    branch = keras.Model(face, expert_logits(expert, face))  # the expert as the blended model runs it
-    ours, theirs = [], []
+    ours = []
     for start in range(0, len(fit_set.ages), 128):
         views = _views(fit_set.inputs(slice(start, start + 128)))
         ours.append(np.asarray(model.predict_on_batch(views)["gender"]).reshape(TTA_VIEWS, -1))
-        logits = np.asarray(branch.predict_on_batch(views["face"]))
-        theirs.append((logits[:, 1] - logits[:, 0]).reshape(TTA_VIEWS, -1))
     ours_male = np.clip(np.concatenate(ours, axis=1), 1e-6, 1 - 1e-6)
     ours_logit = np.log(ours_male) - np.log1p(-ours_male)
-    theirs_logit = np.concatenate(theirs, axis=1)
+    theirs_logit = expert_logit_views(expert, fit_set)
     truth = fit_set.males.astype(np.float64)
     table = []
     for weight in EXPERT_WEIGHTS:
@@ -880,6 +862,22 @@ def add_gender_expert(model, fit_set: ChipSet):
         ],
     }
     return with_gender_expert(model, expert, weight), summary
+
+
+def expert_logit_views(expert, faces: ChipSet) -> np.ndarray:
+    """The untouched Cydral gender network's logit of male over female, (TTA_VIEWS, N): each face in each
+    of the predictor's test-time views, read as the blended model reads it (`ml.model.expert_logits`)."""
+    import keras
+
+    from ml.model import TTA_VIEWS, expert_logits
+
+    face = keras.Input(faces.faces.shape[1:], name="face")
+    branch = keras.Model(face, expert_logits(expert, face))
+    out = []
+    for start in range(0, len(faces.ages), 128):
+        logits = np.asarray(branch.predict_on_batch(_views(faces.inputs(slice(start, start + 128)))["face"]))
+        out.append((logits[:, 1] - logits[:, 0]).reshape(TTA_VIEWS, -1))
+    return np.concatenate(out, axis=1)
 
 
 def _views(chips: dict) -> dict:
