@@ -30,7 +30,6 @@ def main() -> None:
     parser.add_argument("--cache-dir", default="var/cache")
     args = parser.parse_args()
 
-    import keras
     import numpy as np
 
     from ml.train import EpochLine, TrainConfig, _compile, _fit, _init_from, _trainer, fused_model, local_site
@@ -39,15 +38,14 @@ def main() -> None:
     site = local_site()
     train_set, _, val_set = site.load_sets(config, True)
     steps = int(np.ceil(len(train_set.ages) / config.batch_size))
+    few = val_set.take(np.arange(min(256, len(val_set.ages))))  # Keras's per-epoch validation, kept short
+    balance = config.polish_dataset_balance
     for label, seed in (("replayed", args.seed), ("fresh", args.fresh_seed)):
-        keras.utils.set_random_seed(seed)
         model = fused_model(config, site)
         _init_from(model, args.model)
         trainer, augmenter = _trainer(model, config, seed)
         _compile(trainer, config, 0.0, args.epochs, steps, 0.0)  # learning rate 0: the weights stay
         callbacks = [EpochLine(args.epochs, f"{label} (seed {seed})")]
-        balance = config.polish_dataset_balance
-        few = val_set.take(np.arange(min(256, len(val_set.ages))))
         _fit(trainer, train_set, few, config, args.epochs, callbacks, balance, augmenter, seed=seed)
 
 

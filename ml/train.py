@@ -439,9 +439,11 @@ def stage_seed(config: TrainConfig, stage: str) -> int:
 
 
 def _trainer(model, config: TrainConfig, seed: int):
-    """(the model as trained, an augmenter to run outside it or None): `ml.model.make_augmenter`'s
-    flips, tilts, shifts and light before `model`. A fused model's two framings are augmented together,
-    stacked as 6 channels, so that both get the same transformation.
+    """(the model as trained, an augmenter to run outside it or None) for one stage:
+    `ml.model.make_augmenter`'s flips, tilts, shifts and light before `model`. A fused model's two
+    framings are augmented together, stacked as 6 channels, so that both get the same transformation.
+    `seed` (the stage's, `stage_seed`) seeds the augmenter and, set as Keras's global seed here, the
+    stage's dropout.
 
     On TensorFlow the augmenter is the trainer's first layer (fed by `tf.data`). On JAX it runs as a
     compiled function of its own on each batch (`_augmented_batches`): inside JAX's training step it
@@ -453,6 +455,7 @@ def _trainer(model, config: TrainConfig, seed: int):
 
     from ml.model import make_augmenter
 
+    keras.utils.set_random_seed(seed)  # dropout
     size = config.input_size
     augmenter = make_augmenter(seed)
     fused = isinstance(model.input, dict)
@@ -605,7 +608,6 @@ def _train_resnet(config: TrainConfig, site: Site) -> dict:
     model = make_model(config.input_size, tuple(config.widths), tuple(config.blocks))
     _init_from(model, config.init_from)
     seed = stage_seed(config, "trunk")
-    keras.utils.set_random_seed(seed)  # dropout
     trainer, augmenter = _trainer(model, config, seed)
     steps = int(np.ceil(len(train_set.ages) / config.batch_size))
     schedule, warmup = _compile(
@@ -710,7 +712,6 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
             for part in backbones(model):
                 part.trainable = False
             seed = stage_seed(config, "heads")
-            keras.utils.set_random_seed(seed)
             trainer, augmenter = _trainer(model, config, seed)
             _compile(trainer, config, config.head_learning_rate, config.head_epochs, steps, warmup_epochs=0)
             callbacks = [
@@ -747,7 +748,6 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
             print(f"{label} stage done earlier: {done}", flush=True)
             continue
         seed = stage_seed(config, label)
-        keras.utils.set_random_seed(seed)
         trainer, augmenter = _trainer(model, config, seed)
         schedule, warmup = _compile(
             trainer, config, learning_rate, epochs, steps, config.warmup_epochs, pretrained, slow_scale

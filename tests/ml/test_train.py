@@ -262,22 +262,30 @@ def test_labels_both_networks_contradict_are_doubted_and_listed(tiny_folder, tmp
     assert not strict.any()
 
 
-def test_a_doubted_label_teaches_age_but_not_gender(tmp_path):
-    import keras
+def _synthetic_faces(ages: np.ndarray, males: np.ndarray):
+    """A ChipSet of random-noise chips with these labels (for the fitting plumbing, not for accuracy)."""
+    from ml.train import ChipSet
 
-    from ml.model import make_model
-    from ml.train import ChipSet, TrainConfig, _compile, _fit, _trainer
-
-    rng = np.random.default_rng(0)
-    count = 32
-    faces = ChipSet(
-        chips=rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8),
-        ages=rng.integers(1, 90, count).astype(np.float32),
-        males=rng.integers(0, 2, count).astype(np.float32),
+    count = len(ages)
+    return ChipSet(
+        chips=np.random.default_rng(0).integers(0, 256, (count, 64, 64, 3), dtype=np.uint8),
+        ages=ages.astype(np.float32),
+        males=males.astype(np.float32),
         datasets=np.array(["synthetic"] * count),
         keys=np.array([f"synthetic/{i}" for i in range(count)]),
         detected=np.ones(count, bool),
     )
+
+
+def test_a_doubted_label_teaches_age_but_not_gender(tmp_path):
+    import keras
+
+    from ml.model import make_model
+    from ml.train import TrainConfig, _compile, _fit, _trainer
+
+    rng = np.random.default_rng(1)
+    count = 32
+    faces = _synthetic_faces(rng.integers(1, 90, count), rng.integers(0, 2, count))
     config = TrainConfig(out=str(tmp_path), batch_size=16)
     losses = {}
     for doubted in (np.ones(count, bool), None):
@@ -295,7 +303,7 @@ def test_each_stage_draws_its_own_batches(tmp_path):
     """No stage replays another's batches (same faces, same order, same augmentation), nor does a run
     that continues a model replay the batches that model was trained on."""
     from ml.model import make_model
-    from ml.train import ChipSet, TrainConfig, _inputs, _trainer, stage_seed
+    from ml.train import TrainConfig, _inputs, _trainer, stage_seed
 
     config = TrainConfig(out=str(tmp_path), batch_size=8)
     seeds = {stage: stage_seed(config, stage) for stage in ("trunk", "heads", "epoch", "polish")}
@@ -308,24 +316,13 @@ def test_each_stage_draws_its_own_batches(tmp_path):
     continued = TrainConfig(init_from=str(parent))
     assert stage_seed(continued, "polish") != seeds["polish"]
 
-    rng = np.random.default_rng(0)
     count = 64
-    faces = ChipSet(
-        chips=rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8),
-        ages=np.arange(count, dtype=np.float32),
-        males=np.zeros(count, np.float32),
-        datasets=np.array(["synthetic"] * count),
-        keys=np.array([f"synthetic/{i}" for i in range(count)]),
-        detected=np.ones(count, bool),
-    )
+    faces = _synthetic_faces(np.arange(count), np.zeros(count))
     weights = np.ones(count, np.float32)
 
-    def first_batch(seed):
+    def order(seed):  # the ages (0..63, one per face) of the stage's first batch
         data, _ = _inputs(faces, faces, weights, config, seed)
-        return next(iter(data))
-
-    def order(seed):
-        return np.asarray(first_batch(seed)[1]["age"]).tolist()
+        return np.asarray(next(iter(data))[1]["age"]).tolist()
 
     assert order(seeds["epoch"]) == order(seeds["epoch"])
     assert order(seeds["epoch"]) != order(seeds["polish"])
