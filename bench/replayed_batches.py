@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default="var/cache")
     args = parser.parse_args()
 
+    import keras
     import numpy as np
 
     from ml.train import EpochLine, TrainConfig, _compile, _fit, _init_from, _trainer, fused_model, local_site
@@ -41,6 +42,7 @@ def main() -> None:
     few = val_set.take(np.arange(min(256, len(val_set.ages))))  # Keras's per-epoch validation, kept short
     balance = config.polish_dataset_balance
     for label, seed in (("replayed", args.seed), ("fresh", args.fresh_seed)):
+        keras.utils.set_random_seed(seed)  # before the model is built: its dropout's generators
         model = fused_model(config, site)
         _init_from(model, args.model)
         trainer, augmenter = _trainer(model, config, seed)

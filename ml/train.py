@@ -418,8 +418,9 @@ def _compile(
 
 
 def stage_seed(config: TrainConfig, stage: str) -> int:
-    """The seed of one stage's shuffling, augmentation and dropout: its own for every stage, and for a
-    run that continues a model (`init_from`) mixed with that model's sha256.
+    """The seed of one stage's shuffling and augmentation: its own for every stage, and for a run that
+    continues a model (`init_from`) mixed with that model's sha256. (Dropout draws from generators seeded
+    when the model is built, with the run's seed; their streams run on from stage to stage.)
 
     With the run's one seed everywhere, every stage replayed the trunk's first epochs batch for batch:
     the same faces in the same order with the same flips, tilts and light. The network had learnt those
@@ -442,8 +443,8 @@ def _trainer(model, config: TrainConfig, seed: int):
     """(the model as trained, an augmenter to run outside it or None) for one stage:
     `ml.model.make_augmenter`'s flips, tilts, shifts and light before `model`. A fused model's two
     framings are augmented together, stacked as 6 channels, so that both get the same transformation.
-    `seed` (the stage's, `stage_seed`) seeds the augmenter and, set as Keras's global seed here, the
-    stage's dropout.
+    `seed` (the stage's, `stage_seed`) seeds the augmenter and, set as the global seed here, the
+    graph-level half of `tf.data`'s shuffling seed.
 
     On TensorFlow the augmenter is the trainer's first layer (fed by `tf.data`). On JAX it runs as a
     compiled function of its own on each batch (`_augmented_batches`): inside JAX's training step it
@@ -455,7 +456,7 @@ def _trainer(model, config: TrainConfig, seed: int):
 
     from ml.model import make_augmenter
 
-    keras.utils.set_random_seed(seed)  # dropout
+    keras.utils.set_random_seed(seed)  # tf.data's shuffle pairs this global seed with its own
     size = config.input_size
     augmenter = make_augmenter(seed)
     fused = isinstance(model.input, dict)
