@@ -7,6 +7,7 @@ uploaded images to S3 (or MinIO with `AGEGENDER_S3_ENDPOINT_URL`). See README.md
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import dj_database_url
@@ -155,7 +156,14 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-AGEGENDER_QUEUE = env_str("AGEGENDER_QUEUE", "predictions")
+# A job names a row of this deployment's database, so only workers writing to that database may take
+# it: by default the queue is named after the database (engine, host, port, name). Two checkouts on one
+# Redis then keep their jobs apart, while web and workers of one deployment, wherever they run, meet.
+_DB = DATABASES["default"]
+_DB_IDENTITY = "|".join(str(_DB.get(key) or "") for key in ("ENGINE", "HOST", "PORT", "NAME"))
+AGEGENDER_QUEUE = env_str("AGEGENDER_QUEUE", "") or (
+    f"predictions-{hashlib.sha256(_DB_IDENTITY.encode()).hexdigest()[:10]}"
+)
 CELERY_TASK_DEFAULT_QUEUE = AGEGENDER_QUEUE
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -84,3 +84,23 @@ def test_serving_pages_never_imports_tensorflow_or_the_engine():
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'ml', 'worker')))"
     )
     assert run_python(code) == "[]"
+
+
+QUEUE = (
+    "import json; from agegender_site.celery import app; from django.conf import settings as s; "
+    "print(json.dumps([s.AGEGENDER_QUEUE, app.conf.task_default_queue, sorted(app.amqp.queues)]))"
+)
+
+
+def test_each_database_gets_its_own_queue_unless_one_is_named(tmp_path):
+    # Two checkouts on one Redis: each worker takes only jobs whose rows live in its own database.
+    first, default, consumed = json.loads(run_python(QUEUE, AGEGENDER_VAR_DIR=str(tmp_path / "a")))
+    second = json.loads(run_python(QUEUE, AGEGENDER_VAR_DIR=str(tmp_path / "b")))[0]
+    again = json.loads(run_python(QUEUE, AGEGENDER_VAR_DIR=str(tmp_path / "a")))[0]
+    assert first.startswith("predictions-") and first != second and first == again
+    assert default == first and consumed == [first]  # a worker started plainly consumes it
+    postgres = json.loads(run_python(QUEUE, DATABASE_URL="postgres://u:p@db:5432/agegender"))[0]
+    other_db = json.loads(run_python(QUEUE, DATABASE_URL="postgres://u:p@db:5432/other"))[0]
+    assert postgres != other_db and first not in (postgres, other_db)
+    named = json.loads(run_python(QUEUE, AGEGENDER_QUEUE="jobs", DATABASE_URL="postgres://u:p@db:5432/x"))
+    assert named == ["jobs", "jobs", ["jobs"]]
