@@ -92,6 +92,13 @@ class TrainConfig:
     # model before them and the untouched Cydral gender network both give the other gender at least this
     # probability; 0: every label is trusted (see `gender_doubts`)
     gender_doubt: float = 0.0
+    # fused stages: within each dataset × age bucket, the less common gender's faces weigh more in the
+    # gender loss, so that the model learns no dataset's gender skew by age (`gender_balance_weights`)
+    gender_balance: bool = False
+    # fused stages: model folders whose averaged served outputs on the clean training faces are soft
+    # targets, mixed into the labels' with `distill_weight` (knowledge distillation, `teacher_targets`)
+    teachers: tuple[str, ...] = ()
+    distill_weight: float = 0.5
 
 
 # ---------------------------------------------------------------- data
@@ -106,6 +113,8 @@ class ChipSet:
     keys: np.ndarray  # (N,) str, "dataset/file"
     detected: np.ndarray  # (N,) bool
     faces: np.ndarray | None = None  # (N, 64, 64, 3) uint8, the tight "face" framing, for fused models
+    soft_ages: np.ndarray | None = None  # (N, 101) float32, teachers' age distribution (distillation)
+    soft_males: np.ndarray | None = None  # (N,) float32, teachers' P(male) (distillation)
 
     def take(self, index: np.ndarray) -> ChipSet:
         return ChipSet(
@@ -150,9 +159,7 @@ def load_chips(folders: list[str], size: int, cache_dir: str, faces: bool = Fals
             )
     return ChipSet(
         *(
-            None
-            if parts[0].faces is None and f == "faces"
-            else np.concatenate([getattr(p, f) for p in parts])
+            None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts])
             for f in ChipSet.__dataclass_fields__
         )
     )
@@ -179,6 +186,27 @@ def age_weights(ages: np.ndarray) -> np.ndarray:
     return np.clip(weights, 0.5, 3.0).astype(np.float32)
 
 
+def gender_balance_weights(datasets: np.ndarray, ages: np.ndarray, males: np.ndarray) -> np.ndarray:
+    """Gender-loss weights that give both genders the same total weight within each dataset × age
+    bucket (`ml.data.AGE_BUCKETS`), clipped to 0.5–2: n_cell / (2 n_gender in cell).
+
+    UTKFace's faces of 50–69 are 69% male and All-Age-Faces' 48%: a model that learns from both as they
+    come leans to "male" for any older face, East Asian ones included. Balanced, no age tells a gender.
+    """
+    from ml.data import age_bucket
+
+    male = males >= 0.5
+    cells = np.array([f"{name}|{age_bucket(age)}" for name, age in zip(datasets, ages, strict=True)])
+    weights = np.ones(len(ages), np.float64)
+    for cell in np.unique(cells):
+        inside = cells == cell
+        for gender in (male, ~male):
+            count = int((inside & gender).sum())
+            if count:
+                weights[inside & gender] = inside.sum() / (2 * count)
+    return np.clip(weights, 0.5, 2.0).astype(np.float32)
+
+
 def dataset_weights(datasets: np.ndarray, power: float = 0.5) -> np.ndarray:
     """Each face's dataset's share to the power −`power`, mean 1: a smaller dataset counts more per face
     (All-Age-Faces, 22% of the faces and mostly East Asian, weighs 1.9× a UTKFace face at 0.5, 3.5× at 1,
@@ -199,7 +227,21 @@ def age_sigma(ages):
     return ops.clip(1.0 + 0.06 * ages, 1.0, 5.0)
 
 
-def make_age_loss(l1_weight: float):
+def _split_targets(y_true):
+    """(labels as (N, 1), teachers' part or None): a distilling stage's targets are the label in the
+    first column and the teachers' soft target in the rest (`ChipSet.soft_ages`, `soft_males`)."""
+    from keras import ops
+
+    y_true = ops.cast(y_true, "float32")
+    if len(y_true.shape) == 2 and y_true.shape[-1] > 1:
+        return y_true[:, :1], y_true[:, 1:]
+    return ops.reshape(y_true, (-1, 1)), None
+
+
+def make_age_loss(l1_weight: float, distill_weight: float = 0.0):
+    """Cross-entropy against a Gaussian label distribution around the true age (σ `age_sigma`), mixed
+    with the teachers' distribution by `distill_weight` where the targets carry one, plus `l1_weight` ×
+    |expected age − age|."""
     from keras import ops
 
     from ml.model import AGE_CLASSES
@@ -207,10 +249,12 @@ def make_age_loss(l1_weight: float):
     grid = ops.arange(AGE_CLASSES, dtype="float32")
 
     def age_loss(y_true, probs):
-        ages = ops.reshape(ops.cast(y_true, "float32"), (-1, 1))
+        ages, teacher = _split_targets(y_true)
         sigma = age_sigma(ages)
         target = ops.exp(-0.5 * ops.square((grid - ages) / sigma))
         target = target / ops.sum(target, axis=-1, keepdims=True)
+        if teacher is not None:
+            target = (1 - distill_weight) * target + distill_weight * teacher
         cross_entropy = -ops.sum(target * ops.log(ops.clip(probs, 1e-7, 1.0)), axis=-1)
         expected = ops.sum(probs * grid, axis=-1)
         return cross_entropy + l1_weight * ops.abs(expected - ops.reshape(ages, (-1,)))
@@ -224,7 +268,30 @@ def age_mae(y_true, probs):
     from ml.model import AGE_CLASSES
 
     expected = ops.sum(probs * ops.arange(AGE_CLASSES, dtype="float32"), axis=-1)
-    return ops.abs(expected - ops.reshape(ops.cast(y_true, "float32"), (-1,)))
+    return ops.abs(expected - ops.reshape(_split_targets(y_true)[0], (-1,)))
+
+
+def make_distilled_gender_loss(label_smoothing: float, distill_weight: float):
+    """Binary cross-entropy against the label (smoothed as Keras smooths it) mixed with the teachers'
+    P(male) by `distill_weight`; targets (N, 2): label, teachers'."""
+    from keras import ops
+
+    def gender_loss(y_true, male):
+        label, teacher = _split_targets(y_true)
+        target = (1 - distill_weight) * label + distill_weight * teacher
+        target = target * (1 - label_smoothing) + 0.5 * label_smoothing
+        male = ops.clip(ops.reshape(male, (-1, 1)), 1e-7, 1 - 1e-7)
+        return -ops.mean(target * ops.log(male) + (1 - target) * ops.log(1 - male), axis=-1)
+
+    return gender_loss
+
+
+def gender_accuracy(y_true, male):
+    """Share of faces whose label (first column of distilling targets) P(male) ≥ 0.5 gets right."""
+    from keras import ops
+
+    label = ops.reshape(_split_targets(y_true)[0], (-1,))
+    return ops.cast(ops.equal(label >= 0.5, ops.reshape(male, (-1,)) >= 0.5), "float32")
 
 
 # ---------------------------------------------------------------- training
@@ -394,6 +461,7 @@ def _compile(
     warmup_epochs: float,
     slow_variables=(),
     slow_scale: float = 1.0,
+    distill: bool = False,
 ):
     import keras
 
@@ -405,14 +473,19 @@ def _compile(
         warmup_target=learning_rate if warmup else None,
         warmup_steps=warmup,
     )
+    gender_loss = keras.losses.BinaryCrossentropy(label_smoothing=config.gender_label_smoothing)
+    gender_metric = keras.metrics.BinaryAccuracy(name="acc")
+    if distill:  # targets carry the teachers' outputs beside the labels (`_inputs`)
+        gender_loss = make_distilled_gender_loss(config.gender_label_smoothing, config.distill_weight)
+        gender_metric = keras.metrics.MeanMetricWrapper(gender_accuracy, name="acc")
     trainer.compile(
         optimizer=scaled_adamw(schedule, config.weight_decay, slow_variables, slow_scale),
         loss={
-            "age": make_age_loss(config.age_l1_weight),
-            "gender": keras.losses.BinaryCrossentropy(label_smoothing=config.gender_label_smoothing),
+            "age": make_age_loss(config.age_l1_weight, config.distill_weight if distill else 0.0),
+            "gender": gender_loss,
         },
         loss_weights={"age": 1.0, "gender": config.gender_loss_weight},
-        metrics={"age": [age_mae], "gender": [keras.metrics.BinaryAccuracy(name="acc")]},
+        metrics={"age": [age_mae], "gender": [gender_metric]},
     )
     return schedule, warmup
 
@@ -511,17 +584,18 @@ def _fit(
     callbacks,
     dataset_balance: float = 0.0,
     augmenter=None,
-    doubted: np.ndarray | None = None,
+    gender_scale: np.ndarray | None = None,
     *,
     seed: int,
 ) -> None:
     """One stage's `epochs` on `train_set`; `seed` draws its shuffling (and, on JAX, its augmentation;
-    on TensorFlow the trainer's augmenter was seeded by `_trainer`)."""
+    on TensorFlow the trainer's augmenter was seeded by `_trainer`). `gender_scale` multiplies each
+    face's weight in the gender loss only (`gender_scales`)."""
     weights = age_weights(train_set.ages)
     if dataset_balance:
         weights = weights * dataset_weights(train_set.datasets, dataset_balance)
-    if doubted is not None and doubted.any():  # a doubted label teaches age only
-        weights = {"age": weights, "gender": np.where(doubted, 0.0, weights).astype(np.float32)}
+    if gender_scale is not None:
+        weights = {"age": weights, "gender": (weights * gender_scale).astype(np.float32)}
     fit_data, val_data = _inputs(train_set, val_set, weights, config, seed)
     # BackupAndRestore leaves the epoch it resumed from on the model, and Keras would start the next
     # fit() of the same model there too (a second schedule skipped whole after a resumed first one)
@@ -680,6 +754,17 @@ def _doubt_labels(model, train_set: ChipSet, config: TrainConfig, site: Site) ->
     return doubted
 
 
+def gender_scales(train_set: ChipSet, config: TrainConfig, doubted: np.ndarray | None) -> np.ndarray | None:
+    """Each training face's factor in the gender loss (on top of its age and dataset weight): 0 for a
+    doubted label, `gender_balance_weights` with `gender_balance`; None where every factor is 1."""
+    scale = np.ones(len(train_set.ages), np.float32)
+    if config.gender_balance:
+        scale *= gender_balance_weights(train_set.datasets, train_set.ages, train_set.males)
+    if doubted is not None:  # a doubted label teaches age only
+        scale[doubted] = 0.0
+    return None if np.all(scale == 1.0) else scale
+
+
 def _train_fused(config: TrainConfig, site: Site) -> dict:
     """The trained trunk next to the ported Cydral networks: new heads first, then everything."""
     import keras
@@ -693,6 +778,9 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     train_set, calibration_set, val_set = site.load_sets(config, True)
+    if config.teachers:
+        train_set = teacher_targets(config.teachers, train_set, out / "teachers-train.npz")
+        val_set = teacher_targets(config.teachers, val_set, out / "teachers-validation.npz")
     model = fused_model(config, site)
     source = config.trunk_from or config.init_from
     print(f"fused model: trunk from {source}, {model.count_params():,} parameters", flush=True)
@@ -703,6 +791,7 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
         if not config.init_from:
             judge = keras.models.load_model(Path(config.trunk_from) / "model.keras", compile=False)
         doubted = _doubt_labels(judge, train_set, config, site)
+    gender_scale = gender_scales(train_set, config, doubted)
     steps = int(np.ceil(len(train_set.ages) / config.batch_size))
     heads_done = out / "heads.weights.h5"
     if config.head_epochs and not config.init_from:
@@ -714,7 +803,15 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
                 part.trainable = False
             seed = stage_seed(config, "heads")
             trainer, augmenter = _trainer(model, config, seed)
-            _compile(trainer, config, config.head_learning_rate, config.head_epochs, steps, warmup_epochs=0)
+            _compile(
+                trainer,
+                config,
+                config.head_learning_rate,
+                config.head_epochs,
+                steps,
+                warmup_epochs=0,
+                distill=bool(config.teachers),
+            )
             callbacks = [
                 keras.callbacks.BackupAndRestore(str(out / "backup-heads")),
                 EpochLine(config.head_epochs, "heads"),
@@ -727,7 +824,7 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
                 config.head_epochs,
                 callbacks,
                 augmenter=augmenter,
-                doubted=doubted,
+                gender_scale=gender_scale,
                 seed=seed,
             )
             model.save_weights(heads_done)
@@ -751,7 +848,15 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
         seed = stage_seed(config, label)
         trainer, augmenter = _trainer(model, config, seed)
         schedule, warmup = _compile(
-            trainer, config, learning_rate, epochs, steps, config.warmup_epochs, pretrained, slow_scale
+            trainer,
+            config,
+            learning_rate,
+            epochs,
+            steps,
+            config.warmup_epochs,
+            pretrained,
+            slow_scale,
+            distill=bool(config.teachers),
         )
         backup = out / ("backup" if label == "epoch" else f"backup-{label}")
         callbacks = [keras.callbacks.BackupAndRestore(str(backup)), EpochLine(epochs, label)]
@@ -759,7 +864,18 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
             left = config.max_minutes - (time.time() - started) / 60
             minutes = _budget(label, left, epochs, sum(s[1] for s in schedules[number + 1 :]))
             callbacks.append(TimeLimit(minutes * 60, time.time(), schedule, steps, warmup))
-        _fit(trainer, train_set, val_set, config, epochs, callbacks, balance, augmenter, doubted, seed=seed)
+        _fit(
+            trainer,
+            train_set,
+            val_set,
+            config,
+            epochs,
+            callbacks,
+            balance,
+            augmenter,
+            gender_scale,
+            seed=seed,
+        )
         if done:
             model.save_weights(done)
     sets = (train_set, calibration_set, val_set)
@@ -888,11 +1004,50 @@ def _views(chips: dict) -> dict:
     return {name: np.asarray(value) for name, value in test_time_views(chips).items()}
 
 
+def _targets(faces: ChipSet) -> dict[str, np.ndarray]:
+    """The labels; with teachers' outputs, each label followed by its soft target (`_split_targets`)."""
+    if faces.soft_ages is None:
+        return {"age": faces.ages, "gender": faces.males}
+    return {
+        "age": np.concatenate([faces.ages[:, None], faces.soft_ages], axis=1).astype(np.float32),
+        "gender": np.stack([faces.males, faces.soft_males], axis=1).astype(np.float32),
+    }
+
+
+def teacher_targets(teachers, faces: ChipSet, cache: Path | None = None) -> ChipSet:
+    """`faces` with `soft_ages` and `soft_males`: the average over the `teachers` (model folders) of each
+    one's served outputs (its test-time views, its gender expert) on the clean chips; kept in `cache`."""
+    import keras
+
+    import ml.model  # noqa: F401  (registers the custom layers)
+    from ml.artifact import read_manifest
+
+    if cache is not None and cache.is_file():
+        with np.load(cache) as saved:
+            if saved["keys"].tolist() == faces.keys.tolist():
+                return replace(faces, soft_ages=saved["ages"], soft_males=saved["males"])
+    ages, males = [], []
+    for folder in map(Path, teachers):
+        manifest = read_manifest(folder)
+        model = keras.models.load_model(folder / manifest["file"], compile=False)
+        outputs = predict_chips(model, faces.inputs())
+        ages.append(outputs["age"])
+        males.append(outputs["gender"].reshape(-1))
+        print(
+            f"teacher {folder}: {manifest['name']} {manifest['version']} on {len(faces.ages)} faces",
+            flush=True,
+        )
+    soft_ages = np.mean(ages, axis=0).astype(np.float32)
+    soft_males = np.mean(males, axis=0).astype(np.float32)
+    if cache is not None:
+        np.savez(cache, keys=faces.keys, ages=soft_ages, males=soft_males)
+    return replace(faces, soft_ages=soft_ages, soft_males=soft_males)
+
+
 def _inputs(train_set: ChipSet, val_set: ChipSet, weights, config: TrainConfig, seed: int):
     import keras
 
-    y_train = {"age": train_set.ages, "gender": train_set.males}
-    y_val = {"age": val_set.ages, "gender": val_set.males}
+    y_train, y_val = _targets(train_set), _targets(val_set)
     x_train = (
         train_set.chips if train_set.faces is None else {"image": train_set.chips, "face": train_set.faces}
     )
@@ -1034,6 +1189,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "untouched Cydral gender network both contradict with probability >= P (0: trust every label)",
     )
     parser.add_argument(
+        "--gender-balance",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.gender_balance,
+        help="fused stages: weigh both genders the same in the gender loss within each dataset × age bucket",
+    )
+    parser.add_argument(
+        "--teacher",
+        dest="teachers",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="fused stages: distil from this model folder (repeat; their outputs are averaged)",
+    )
+    parser.add_argument(
+        "--distill-weight",
+        type=float,
+        default=defaults.distill_weight,
+        help="share of the teachers' soft targets in the fused stages' targets (with --teacher)",
+    )
+    parser.add_argument(
         "--max-minutes",
         type=float,
         default=None,
@@ -1051,6 +1226,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             "data": args.data or list(DEFAULT_DATA),
             "widths": tuple(int(v) for v in args.widths.split(",")),
             "blocks": tuple(int(v) for v in args.blocks.split(",")),
+            "teachers": tuple(getattr(args, "teachers", None) or ()),
         }
     )
 

@@ -281,22 +281,47 @@ def test_a_doubted_label_teaches_age_but_not_gender(tmp_path):
     import keras
 
     from ml.model import make_model
-    from ml.train import TrainConfig, _compile, _fit, _trainer
+    from ml.train import TrainConfig, _compile, _fit, _trainer, gender_scales
 
     rng = np.random.default_rng(1)
     count = 32
     faces = _synthetic_faces(rng.integers(1, 90, count), rng.integers(0, 2, count))
-    config = TrainConfig(out=str(tmp_path), batch_size=16)
+    config = TrainConfig(out=str(tmp_path), batch_size=16, gender_balance=True)
     losses = {}
     for doubted in (np.ones(count, bool), None):
         keras.utils.set_random_seed(0)
         trainer, _ = _trainer(make_model(64, (8, 16), (1, 1)), config, 0)
         _compile(trainer, config, 1e-3, 1, 2, 0.0)
-        _fit(trainer, faces, faces, config, 1, [], doubted=doubted, seed=0)
+        scale = gender_scales(faces, config, doubted)
+        _fit(trainer, faces, faces, config, 1, [], gender_scale=scale, seed=0)
         losses[doubted is None] = trainer.history.history
     doubting, trusting = losses[False], losses[True]
     assert doubting["gender_loss"][0] == 0.0 and doubting["age_loss"][0] > 0
     assert trusting["gender_loss"][0] > 0.1
+
+
+def test_gender_balance_weighs_both_genders_the_same_in_each_dataset_and_age_bucket():
+    from ml.train import TrainConfig, gender_balance_weights, gender_scales
+
+    # utkface 50-59: 7 men, 3 women; aaf 50-59: 2 men, 2 women; utkface 20-29: 4 women, no man
+    datasets = np.array(["utkface"] * 10 + ["aaf"] * 4 + ["utkface"] * 4)
+    ages = np.array([55] * 14 + [25] * 4)
+    males = np.array([1] * 7 + [0] * 3 + [1, 0, 1, 0] + [0] * 4)
+    weights = gender_balance_weights(datasets, ages, males)
+    skewed = slice(0, 10)
+    assert weights[skewed][males[skewed] == 1].sum() == pytest.approx(
+        weights[skewed][males[skewed] == 0].sum()
+    )
+    assert weights[0] == pytest.approx(10 / 14) and weights[9] == pytest.approx(10 / 6)
+    assert np.all(weights[10:14] == 1.0)  # already balanced: untouched
+    assert np.all(weights[14:] == 0.5)  # one gender only: n / (2 n), not blown up
+    faces = _synthetic_faces(ages, males)
+    faces.datasets = datasets
+    assert gender_scales(faces, TrainConfig(), None) is None  # off by default
+    doubted = np.zeros(len(ages), bool)
+    doubted[0] = True
+    scale = gender_scales(faces, TrainConfig(gender_balance=True), doubted)
+    assert scale[0] == 0.0 and scale[1] == pytest.approx(10 / 14) and scale[9] == pytest.approx(10 / 6)
 
 
 def test_each_stage_draws_its_own_batches(tmp_path):
@@ -334,3 +359,86 @@ def test_each_stage_draws_its_own_batches(tmp_path):
         augment = trainer.get_layer("augment")
         augmented[stage] = np.asarray(augment(batch, training=True))
     assert np.abs(augmented["epoch"] - augmented["polish"]).mean() > 1.0
+
+
+def test_teachers_outputs_are_averaged_soft_targets_kept_beside_the_labels(tiny_folder, tmp_path):
+    """The real shipped model as teacher on the real astronaut chips: its served outputs become each
+    face's soft targets, next to the labels in the training targets, and are cached per run."""
+    from ml.train import _targets, load_chips, teacher_targets
+
+    chips = load_chips([str(tiny_folder)], 64, str(tmp_path / "cache"), faces=True)
+    assert chips.soft_ages is None and set(_targets(chips)) == {"age", "gender"}
+    cache = tmp_path / "teachers.npz"
+    taught = teacher_targets([ROOT / "ml/models/default"], chips, cache)
+    assert taught.soft_ages.shape == (24, 101) and np.allclose(taught.soft_ages.sum(axis=1), 1, atol=1e-4)
+    assert np.all(taught.soft_males < 0.5)  # the astronaut is a woman, whatever the made-up labels say
+    expected = (taught.soft_ages * np.arange(101)).sum(axis=1)
+    assert np.all((expected > 20) & (expected < 65))
+    twice = teacher_targets([ROOT / "ml/models/default"] * 2, chips)  # two teachers: their mean
+    assert np.allclose(twice.soft_ages, taught.soft_ages, atol=1e-5)
+    cached = teacher_targets(["no/such/model"], chips, cache)  # read back, not recomputed
+    assert np.array_equal(cached.soft_males, taught.soft_males)
+    targets = _targets(taught.take(np.arange(3)))
+    assert targets["age"].shape == (3, 102) and np.array_equal(targets["age"][:, 0], chips.ages[:3])
+    assert np.array_equal(targets["gender"][:, 0], chips.males[:3])
+    assert np.array_equal(targets["gender"][:, 1], taught.soft_males[:3])
+
+
+def test_distillation_losses_mix_the_teachers_targets_into_the_labels():
+    import keras
+    from keras import ops
+
+    from ml.train import make_age_loss, make_distilled_gender_loss
+
+    ages = np.array([[30.0], [4.0]], np.float32)
+    probs = np.full((2, 101), 1 / 101, np.float32)
+    probs[0, 28:33] += 0.05
+    probs /= probs.sum(axis=1, keepdims=True)
+    teacher = np.zeros((2, 101), np.float32)
+    teacher[:, 50] = 1.0
+    with_teacher = np.concatenate([ages, teacher], axis=1)
+    plain = ops.convert_to_numpy(make_age_loss(0.1)(ages, probs))
+    assert np.allclose(ops.convert_to_numpy(make_age_loss(0.1, 0.0)(with_teacher, probs)), plain)
+    taught = ops.convert_to_numpy(make_age_loss(0.1, 1.0)(with_teacher, probs))
+    l1 = 0.1 * np.abs((probs * np.arange(101)).sum(axis=1) - ages[:, 0])
+    assert np.allclose(taught, -np.log(probs[:, 50]) + l1, rtol=1e-5)
+    half = ops.convert_to_numpy(make_age_loss(0.1, 0.5)(with_teacher, probs))
+    assert np.allclose(half, (plain + taught) / 2, rtol=1e-5)  # cross-entropy is linear in the target
+
+    labels = np.array([[1.0], [0.0]], np.float32)
+    male = np.array([[0.8], [0.3]], np.float32)
+    keras_bce = keras.losses.BinaryCrossentropy(label_smoothing=0.05, reduction=None)
+    both = np.array([[1.0, 0.2], [0.0, 0.9]], np.float32)
+    untaught = ops.convert_to_numpy(make_distilled_gender_loss(0.05, 0.0)(both, male))
+    assert np.allclose(untaught, ops.convert_to_numpy(keras_bce(labels, male)), rtol=1e-4)
+    only_teacher = ops.convert_to_numpy(make_distilled_gender_loss(0.05, 1.0)(both, male))
+    teacher_male = np.array([[0.2], [0.9]], np.float32)
+    assert np.allclose(only_teacher, ops.convert_to_numpy(keras_bce(teacher_male, male)), rtol=1e-4)
+
+
+def test_a_student_follows_its_teacher_against_the_labels(tmp_path):
+    """Labels say every face is a woman, the teacher says man: fitted on the teacher alone the student's
+    P(male) rises; on the labels alone it falls. Its reported accuracy is against the labels."""
+    import keras
+
+    from ml.model import make_model
+    from ml.train import TrainConfig, _compile, _fit, _trainer, predict_chips
+
+    count = 32
+    faces = _synthetic_faces(np.full(count, 30), np.zeros(count))
+    faces.soft_ages = np.eye(101, dtype=np.float32)[np.full(count, 30)]
+    faces.soft_males = np.full(count, 0.95, np.float32)
+    males = {}
+    for weight in (1.0, 0.0):
+        config = TrainConfig(out=str(tmp_path), batch_size=16, distill_weight=weight)
+        keras.utils.set_random_seed(0)
+        model = make_model(64, (8, 16), (1, 1))
+        trainer, _ = _trainer(model, config, 0)
+        _compile(trainer, config, 1e-2, 3, 2, 0.0, distill=True)
+        _fit(trainer, faces, faces, config, 3, [], seed=0)
+        males[weight] = float(predict_chips(model, faces.chips)["gender"].mean())
+        accuracy = trainer.history.history["gender_acc"][-1]
+        assert accuracy == pytest.approx(
+            float((predict_chips(model, faces.chips)["gender"] < 0.5).mean()), abs=0.2
+        )
+    assert males[1.0] > 0.6 and males[0.0] < 0.4
