@@ -190,8 +190,9 @@ def gender_balance_weights(datasets: np.ndarray, ages: np.ndarray, males: np.nda
     """Gender-loss weights that give both genders the same total weight within each dataset × age
     bucket (`ml.data.AGE_BUCKETS`), clipped to 0.5–2: n_cell / (2 n_gender in cell).
 
-    UTKFace's faces of 50–69 are 69% male and All-Age-Faces' 48%: a model that learns from both as they
-    come leans to "male" for any older face, East Asian ones included. Balanced, no age tells a gender.
+    UTKFace's faces of 50–69 are 69% male and All-Age-Faces' 48%: balanced, no dataset's skew by age
+    can teach a gender. (Measured: 2.2.1 had not carried UTKFace's skew over to All-Age-Faces, and a run
+    with this balance was as accurate as the same run without; `ml/MODEL_CARD.md`.)
     """
     from ml.data import age_bucket
 
@@ -1016,15 +1017,17 @@ def _targets(faces: ChipSet) -> dict[str, np.ndarray]:
 
 def teacher_targets(teachers, faces: ChipSet, cache: Path | None = None) -> ChipSet:
     """`faces` with `soft_ages` and `soft_males`: the average over the `teachers` (model folders) of each
-    one's served outputs (its test-time views, its gender expert) on the clean chips; kept in `cache`."""
+    one's served outputs (its test-time views, its gender expert) on the clean chips; kept in `cache`,
+    which is read back for the same faces and the same teachers."""
     import keras
 
     import ml.model  # noqa: F401  (registers the custom layers)
     from ml.artifact import read_manifest
 
+    names = [str(folder) for folder in teachers]
     if cache is not None and cache.is_file():
         with np.load(cache) as saved:
-            if saved["keys"].tolist() == faces.keys.tolist():
+            if saved["keys"].tolist() == faces.keys.tolist() and saved["teachers"].tolist() == names:
                 return replace(faces, soft_ages=saved["ages"], soft_males=saved["males"])
     ages, males = [], []
     for folder in map(Path, teachers):
@@ -1040,7 +1043,7 @@ def teacher_targets(teachers, faces: ChipSet, cache: Path | None = None) -> Chip
     soft_ages = np.mean(ages, axis=0).astype(np.float32)
     soft_males = np.mean(males, axis=0).astype(np.float32)
     if cache is not None:
-        np.savez(cache, keys=faces.keys, ages=soft_ages, males=soft_males)
+        np.savez(cache, keys=faces.keys, teachers=np.array(names), ages=soft_ages, males=soft_males)
     return replace(faces, soft_ages=soft_ages, soft_males=soft_males)
 
 

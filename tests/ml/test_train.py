@@ -376,8 +376,11 @@ def test_teachers_outputs_are_averaged_soft_targets_kept_beside_the_labels(tiny_
     assert np.all((expected > 20) & (expected < 65))
     twice = teacher_targets([ROOT / "ml/models/default"] * 2, chips)  # two teachers: their mean
     assert np.allclose(twice.soft_ages, taught.soft_ages, atol=1e-5)
-    cached = teacher_targets(["no/such/model"], chips, cache)  # read back, not recomputed
-    assert np.array_equal(cached.soft_males, taught.soft_males)
+    written = cache.stat().st_mtime_ns
+    cached = teacher_targets([ROOT / "ml/models/default"], chips, cache)  # read back, not recomputed
+    assert np.array_equal(cached.soft_males, taught.soft_males) and cache.stat().st_mtime_ns == written
+    with pytest.raises(FileNotFoundError):  # other teachers: not the cached targets
+        teacher_targets(["no/such/model"], chips, cache)
     targets = _targets(taught.take(np.arange(3)))
     assert targets["age"].shape == (3, 102) and np.array_equal(targets["age"][:, 0], chips.ages[:3])
     assert np.array_equal(targets["gender"][:, 0], chips.males[:3])
