@@ -26,9 +26,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def report(label: str, outputs: dict, val_set, scale: float, by_bucket: bool) -> None:
+def report(label: str, outputs: dict, val_set, scale: float, buckets: np.ndarray | None) -> None:
+    """One line per dataset; with `buckets` (each validation face's age bucket), men's share and the
+    errors each way per bucket too."""
     from ml.calibration import evaluate_chips
-    from ml.data import AGE_BUCKETS, age_bucket
+    from ml.data import AGE_BUCKETS
 
     metrics = evaluate_chips(outputs, val_set, scale)
     for name, entry in metrics["datasets"].items():
@@ -39,9 +41,8 @@ def report(label: str, outputs: dict, val_set, scale: float, by_bucket: bool) ->
             f"range coverage {entry['interval_coverage']:.1%}",
             flush=True,
         )
-        if not by_bucket:
+        if buckets is None:
             continue
-        buckets = np.array([age_bucket(age) for age in val_set.ages])
         called_male = outputs["gender"].reshape(-1) >= 0.5
         for bucket, _, _ in AGE_BUCKETS:
             inside = (val_set.datasets == name) & (buckets == bucket)
@@ -67,20 +68,22 @@ def main() -> None:
 
     import ml.model  # noqa: F401  (registers the custom layers)
     from ml.artifact import read_manifest
+    from ml.data import age_bucket
     from ml.train import TrainConfig, _load_sets, predict_chips
 
     _, _, val_set = _load_sets(TrainConfig(cache_dir=args.cache_dir), True)
+    buckets = np.array([age_bucket(age) for age in val_set.ages]) if args.gender_by_bucket else None
     members, scales = [], []
     for folder in args.models:
         manifest = read_manifest(folder)  # checks the file against its sha256, as the predictor does
         model = keras.models.load_model(folder / manifest["file"], compile=False)
         outputs = predict_chips(model, val_set.inputs())
-        report(str(folder), outputs, val_set, manifest["interval"]["scale"], args.gender_by_bucket)
+        report(str(folder), outputs, val_set, manifest["interval"]["scale"], buckets)
         members.append(outputs)
         scales.append(manifest["interval"]["scale"])
     if args.ensemble:
         average = {key: np.mean([outputs[key] for outputs in members], axis=0) for key in ("age", "gender")}
-        report("ensemble", average, val_set, float(np.mean(scales)), args.gender_by_bucket)
+        report("ensemble", average, val_set, float(np.mean(scales)), buckets)
 
 
 if __name__ == "__main__":
