@@ -35,9 +35,6 @@ EXPERT_FIT_FACES = 4096
 #: Blend weights tried for the gender expert (0 = our head alone, 1 = the expert alone).
 EXPERT_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))
 
-#: Size of the cached chips that the tight "face" framing is re-cut from (sharper than re-cutting 64 px).
-FACE_SOURCE_SIZE = 96
-
 
 @dataclass
 class TrainConfig:
@@ -133,15 +130,11 @@ class ChipSet:
 
 
 def load_chips(folders: list[str], size: int, cache_dir: str, faces: bool = False) -> ChipSet:
-    """Cached chips of these folders; with `faces`, also the tight framing re-cut from the 96-px cache."""
-    from ml.alignment import reframe
+    """Cached chips of these folders; with `faces`, also the tight framing, aligned at 64 px (the cache's)."""
     from ml.chips import build_cache
 
     parts = []
     for folder in folders:
-        if faces:
-            with np.load(build_cache(folder, FACE_SOURCE_SIZE, cache_dir)) as data:
-                face_chips = reframe(data["chips"], 64, "face")
         path = build_cache(folder, size, cache_dir)
         with np.load(path) as data:
             name = Path(folder).name
@@ -154,7 +147,7 @@ def load_chips(folders: list[str], size: int, cache_dir: str, faces: bool = Fals
                     datasets=np.array([name] * len(files)),
                     keys=np.array([f"{name}/{f}" for f in files]),
                     detected=data["detected"],
-                    faces=face_chips if faces else None,
+                    faces=data["faces"] if faces else None,
                 )
             )
     return ChipSet(
