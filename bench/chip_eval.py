@@ -8,10 +8,12 @@ first use) go through `ml.train.predict_chips` (the served test-time views, gend
 `ml.calibration.evaluate_chips` with the model's own range width; one line per model and dataset: age
 MAE, CS@5, gender accuracy (and how many faces that is), range coverage. These are the figures each run's
 `metrics.json` holds, but measured again on today's chips, so that models trained on older caches compare
-fairly. `--ensemble` adds the average of all the models' outputs (age distributions and P(male); its
-range width is the members' mean), what a student distilled from them (`--teacher`) could at best
-reach. `--gender-by-bucket` adds, per dataset and age bucket, the labels' share of men, the share the
-model calls men, and its errors each way. End to end figures (detection included) come from `python -m
+fairly. Since chip pipeline v5 the cached chips are the ones the service cuts, so these figures come
+within about 0.1 year and a face or two of the end-to-end ones. `--ensemble` adds the average of all
+the models' outputs (age distributions and P(male); its range width is the members' mean), what a
+student distilled from them (`--teacher`) could at best reach. `--gender-by-bucket`
+adds, per dataset and age bucket, the labels' share of men, the share the model calls men, and its
+errors each way. End to end figures (detection included) come from `python -m
 ml evaluate`. Not a test.
 """
 
