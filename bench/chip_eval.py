@@ -11,10 +11,9 @@ MAE, CS@5, gender accuracy (and how many faces that is), range coverage. These a
 fairly. Since chip pipeline v5 the cached chips are the ones the service cuts, so these figures come
 within about 0.1 year and a face or two of the end-to-end ones. `--ensemble` adds the average of all
 the models' outputs (age distributions and P(male); its range width is the members' mean), what a
-student distilled from them (`--teacher`) could at best reach. `--gender-by-bucket`
-adds, per dataset and age bucket, the labels' share of men, the share the model calls men, and its
-errors each way. End to end figures (detection included) come from `python -m
-ml evaluate`. Not a test.
+student distilled from them (`--teacher`) could at best reach. `--gender-by-bucket` adds, per dataset
+and age bucket, the labels' share of men, the share the model calls men, and its errors each way. End
+to end figures (detection included) come from `python -m ml evaluate`. Not a test.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ def report(label: str, outputs: dict, val_set, scale: float, buckets: np.ndarray
     from ml.data import AGE_BUCKETS
 
     metrics = evaluate_chips(outputs, val_set, scale)
+    called_male = outputs["gender"].reshape(-1) >= 0.5
     for name, entry in metrics["datasets"].items():
         right = round(entry["gender_accuracy"] * entry["count"])
         print(
@@ -45,7 +45,6 @@ def report(label: str, outputs: dict, val_set, scale: float, buckets: np.ndarray
         )
         if buckets is None:
             continue
-        called_male = outputs["gender"].reshape(-1) >= 0.5
         for bucket, _, _ in AGE_BUCKETS:
             inside = (val_set.datasets == name) & (buckets == bucket)
             male = val_set.males[inside] >= 0.5

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.cydral import CHIP_SIZES
 from ml.data import Sample, read_labels
 
 #: v2: fallback_face where no confident face; v4: turned search; v5: the face framing aligned from the photo
@@ -30,8 +31,8 @@ from ml.data import Sample, read_labels
 #: 64 px with Lanczos (sharper than served): on the astronaut, 3.2 and 4.4 grey levels from the chips
 #: the service makes.
 PIPELINE_VERSION = "mtcnn1.0-align1.4-v5"
-#: Side of the stored "face" framing: the input of the Cydral age network (`ml.cydral.CHIP_SIZES`).
-FACE_SIZE = 64
+#: Side of the stored "face" framing: the input of the Cydral age network.
+FACE_SIZE = CHIP_SIZES["age"]
 
 
 _detector = None
