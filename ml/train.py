@@ -96,6 +96,8 @@ class TrainConfig:
     # targets, mixed into the labels' with `distill_weight` (knowledge distillation, `teacher_targets`)
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.5
+    # every stage: the augmenter also blurs, coarsens and greys chips (`ml.model.RandomDegrade`)
+    degrade: bool = False
 
 
 # ---------------------------------------------------------------- data
@@ -525,7 +527,7 @@ def _trainer(model, config: TrainConfig, seed: int):
 
     keras.utils.set_random_seed(seed)  # tf.data's shuffle pairs this global seed with its own
     size = config.input_size
-    augmenter = make_augmenter(seed)
+    augmenter = make_augmenter(seed, degrade=config.degrade)
     fused = isinstance(model.input, dict)
     image = keras.Input((size, size, 3), name="image")
     inputs = {"image": image, "face": keras.Input((size, size, 3), name="face")} if fused else image
@@ -1203,6 +1205,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults.distill_weight,
         help="share of the teachers' soft targets in the fused stages' targets (with --teacher)",
+    )
+    parser.add_argument(
+        "--degrade",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.degrade,
+        help="augment with blur, low resolution and greyscale as well (ml.model.RandomDegrade)",
     )
     parser.add_argument(
         "--max-minutes",
