@@ -472,3 +472,35 @@ def test_a_student_follows_its_teacher_against_the_labels(tmp_path):
             float((predict_chips(model, faces.chips)["gender"] < 0.5).mean()), abs=0.2
         )
     assert males[1.0] > 0.6 and males[0.0] < 0.4
+
+
+def test_degradation_blurs_coarsens_and_greys_training_chips_only(astronaut):
+    """`--degrade`: on the real astronaut, stacked as the fused trainer stacks both framings, some chips
+    come out softer (less fine detail), some grey (each 3-channel chip on its own), and inference is
+    untouched; the option reaches the trainer's augmenter, and is off by default."""
+    from ml.model import RandomDegrade, make_model
+    from ml.train import TrainConfig, _trainer
+
+    chip = np.asarray(Image.fromarray(astronaut).crop((140, 20, 320, 200)).resize((64, 64)), np.float32)
+    stack = np.repeat(np.concatenate([chip, chip], axis=-1)[None], 256, axis=0)
+    layer = RandomDegrade(blur=0.3, low_res=0.15, grey=0.1, seed=5)
+    assert np.array_equal(np.asarray(layer(stack)), stack)  # inference: identity
+    out = np.asarray(layer(stack, training=True))
+
+    def detail(x):  # mean absolute second difference along rows, per chip
+        return np.abs(np.diff(x, n=2, axis=2)).mean(axis=(1, 2, 3))
+
+    softer = detail(out) < 0.9 * detail(stack)
+    assert 0.2 < softer.mean() < 0.6  # blur (30%, at a random strength) or low resolution (15%)
+    for group in (out[..., :3], out[..., 3:]):
+        grey = np.all(np.abs(group - group[..., :1]) < 1e-3, axis=(1, 2, 3))
+        assert 0.04 < grey.mean() < 0.18
+        assert not np.allclose(group[grey], stack[grey][..., :3])  # grey, not untouched colour
+    untouched = np.all(np.abs(out - stack) < 1e-3, axis=(1, 2, 3))
+    assert 0.35 < untouched.mean() < 0.75
+
+    assert not TrainConfig().degrade
+    for degrade in (False, True):
+        trainer, _ = _trainer(make_model(64, (8, 16), (1, 1)), TrainConfig(degrade=degrade), 1)
+        names = [layer.name for layer in trainer.get_layer("augment").layers]
+        assert ("degrade" in names) == degrade
