@@ -1,7 +1,7 @@
 """Validation figures of several models on the cached chips: compare models without the detector.
 
     python bench/chip_eval.py ml/models/default runs/a runs/b [--cache-dir var/cache]
-        [--ensemble] [--gender-by-bucket]
+        [--ensemble] [--gender-by-bucket] [--degrade blur|small|jpeg|grey]
 
 For each model folder, the validation split's chips (the same cache `python -m ml train` reads, built on
 first use) go through `ml.train.predict_chips` (the served test-time views, gender expert included) and
@@ -12,8 +12,12 @@ fairly. Since chip pipeline v5 the cached chips are the ones the service cuts, s
 within about 0.1 year and a face or two of the end-to-end ones. `--ensemble` adds the average of all
 the models' outputs (age distributions and P(male); its range width is the members' mean), what a
 student distilled from them (`--teacher`) could at best reach. `--gender-by-bucket` adds, per dataset
-and age bucket, the labels' share of men, the share the model calls men, and its errors each way. End
-to end figures (detection included) come from `python -m ml evaluate`. Not a test.
+and age bucket, the labels' share of men, the share the model calls men, and its errors each way.
+`--degrade` spoils every validation chip first, the way real uploads spoil faces, with PIL rather than
+the training augmentation's own code (`ml.model.RandomDegrade`): `blur` a Gaussian of radius 1.5 px,
+`small` the chip shrunk to 24 px and enlarged back (a face of about 22 px in the photo), `jpeg`
+re-encoded at quality 20, `grey` black and white. End to end figures (detection included) come from
+`python -m ml evaluate`. Not a test.
 """
 
 from __future__ import annotations
@@ -57,12 +61,39 @@ def report(label: str, outputs: dict, val_set, scale: float, buckets: np.ndarray
             )
 
 
+def degrade(chips: np.ndarray, kind: str) -> np.ndarray:
+    """Each uint8-range chip of (N, S, S, 3) spoilt by `kind` (see the module's docstring)."""
+    import io
+
+    from PIL import Image, ImageFilter
+
+    out = np.empty_like(chips)
+    for i, chip in enumerate(chips):
+        image = Image.fromarray(np.clip(chip, 0, 255).astype(np.uint8))
+        size = image.size
+        if kind == "blur":
+            image = image.filter(ImageFilter.GaussianBlur(1.5))
+        elif kind == "small":
+            image = image.resize((24, 24), Image.Resampling.BOX).resize(size, Image.Resampling.BILINEAR)
+        elif kind == "jpeg":
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=20)
+            image = Image.open(buffer).convert("RGB")
+        elif kind == "grey":
+            image = image.convert("L").convert("RGB")
+        else:
+            raise ValueError(f"unknown degradation {kind!r}")
+        out[i] = np.asarray(image)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path, help="model folders (model.keras + manifest.json)")
     parser.add_argument("--cache-dir", default="var/cache")
     parser.add_argument("--ensemble", action="store_true", help="also the average of the models' outputs")
     parser.add_argument("--gender-by-bucket", action="store_true", help="also men's share and errors by age")
+    parser.add_argument("--degrade", choices=["blur", "small", "jpeg", "grey"], help="spoil the chips first")
     args = parser.parse_args()
 
     import keras
@@ -74,11 +105,14 @@ def main() -> None:
 
     _, _, val_set = _load_sets(TrainConfig(cache_dir=args.cache_dir), True)
     buckets = np.array([age_bucket(age) for age in val_set.ages]) if args.gender_by_bucket else None
+    inputs = val_set.inputs()
+    if args.degrade:
+        inputs = {name: degrade(chips, args.degrade) for name, chips in inputs.items()}
     members, scales = [], []
     for folder in args.models:
         manifest = read_manifest(folder)  # checks the file against its sha256, as the predictor does
         model = keras.models.load_model(folder / manifest["file"], compile=False)
-        outputs = predict_chips(model, val_set.inputs())
+        outputs = predict_chips(model, inputs)
         report(str(folder), outputs, val_set, manifest["interval"]["scale"], buckets)
         members.append(outputs)
         scales.append(manifest["interval"]["scale"])
