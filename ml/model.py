@@ -169,11 +169,12 @@ def backbones(model: keras.Model) -> list:
 
 
 class RandomDegrade(layers.Layer):
-    """Training only: each chip is, independently, blurred (with probability `blur`, a Gaussian of
-    σ 1.2 px mixed in at a random strength), reduced in resolution (`low_res`: shrunk to half size and
-    enlarged back, as a face a quarter of the pixels would be cut) or made grey (`grey`, each 3-channel
-    chip of a stack separately) — the soft, small and black-and-white faces real uploads bring and
-    the datasets' crisp crops rarely show. Identity at inference."""
+    """Training only: each chip is blurred with probability `blur` (a Gaussian of σ 1.2 px mixed in at a
+    random strength), reduced in resolution with probability `low_res` (shrunk to half size and
+    enlarged back, as a face of a quarter of the pixels would be cut) and made grey with probability
+    `grey` (each 3-channel chip of a stack separately), each drawn on its own, so that some chips get
+    two or three: the soft, small and black-and-white faces real uploads bring and the datasets' crisp
+    crops rarely show. Identity at inference."""
 
     def __init__(self, blur: float = 0.3, low_res: float = 0.15, grey: float = 0.1, seed=None, **kwargs):
         super().__init__(**kwargs)

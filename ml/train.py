@@ -510,8 +510,9 @@ def stage_seed(config: TrainConfig, stage: str) -> int:
 
 def _trainer(model, config: TrainConfig, seed: int):
     """(the model as trained, an augmenter to run outside it or None) for one stage:
-    `ml.model.make_augmenter`'s flips, tilts, shifts and light before `model`. A fused model's two
-    framings are augmented together, stacked as 6 channels, so that both get the same transformation.
+    `ml.model.make_augmenter`'s flips, tilts, shifts and light (with `degrade`, blur, low resolution
+    and greyscale too) before `model`. A fused model's two framings are augmented together, stacked as
+    6 channels, so that both get the same transformation.
     `seed` (the stage's, `stage_seed`) seeds the augmenter and, set as the global seed here, the
     graph-level half of `tf.data`'s shuffling seed.
 
