@@ -104,3 +104,40 @@ def align(rgb: np.ndarray, landmarks: np.ndarray, size: int, geometry: str = "ch
         (size, size), Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR
     )
     return np.asarray(chip)
+
+
+def eye_distance(landmarks: np.ndarray) -> float:
+    """Pixels between the two eye landmarks: how large the face is in the photo."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    return float(np.hypot(*(landmarks[1] - landmarks[0])))
+
+
+def native_eye_distance(size: int, geometry: str = "chip") -> float:
+    """The eye distance in a `size`-px chip of `geometry`: a face smaller than this in the photo is
+    enlarged by the alignment, and its chip holds less detail than the model was trained on."""
+    points = template(size, geometry)
+    return float(np.hypot(*(points[1] - points[0])))
+
+
+def as_if_small(chips: np.ndarray, eye_px: float, geometry: str = "chip") -> np.ndarray:
+    """Chips (N, S, S, 3) uint8 as they would come out of a photo where the eyes are `eye_px` apart.
+
+    The chip is box-filtered down to the resolution such a face has in the photo (a camera's pixels
+    average the light they get) and enlarged back bilinearly, as `align` enlarges a small face. Faces
+    at least as large as the chip's own eye distance are returned unchanged.
+    """
+    size = chips.shape[1]
+    small = round(size * eye_px / native_eye_distance(size, geometry))
+    if small >= size:
+        return chips
+    small = max(small, 2)
+    return np.stack(
+        [
+            np.asarray(
+                Image.fromarray(chip)
+                .resize((small, small), Image.Resampling.BOX)
+                .resize((size, size), Image.Resampling.BILINEAR)
+            )
+            for chip in chips
+        ]
+    )

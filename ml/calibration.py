@@ -13,8 +13,9 @@ def expected_age(probs: np.ndarray) -> np.ndarray:
     return probs @ np.arange(probs.shape[-1], dtype=np.float64)
 
 
-def age_interval(probs: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Expected age and the 10th–90th percentile range of the distribution, widened by `scale`.
+def age_interval(probs: np.ndarray, scale: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected age and the 10th–90th percentile range of the distribution, widened by `scale` (one
+    number, or one per face).
 
     `scale` is fitted on validation faces so that the range holds the true age for 80% of them; the
     range stays narrow where the distribution is sharp (the model is sure) and wide where it is flat.
@@ -30,6 +31,43 @@ def age_interval(probs: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarra
     low = np.floor(np.clip(age - scale * np.maximum(age - low_q, 0.5), 0, None))
     high = np.ceil(age + scale * np.maximum(high_q - age, 0.5))
     return age, low, high
+
+
+#: Eye distances (px in the photo) at which the range's widening for small faces is fitted. MTCNN's
+#: smallest faces (20 px) have their eyes about 8 px apart; the 64-px chip's own eye distance is 14.4.
+SMALL_FACE_EYES = (4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 14.0)
+
+
+def small_face_widening(eye_px, table: dict | None) -> np.ndarray:
+    """The factor (≥ 1) each face's range is widened by for its size in the photo, from the manifest's
+    `interval.small_faces` table (`{"eye_px": [...], "factor": [...]}`); 1 without a table, 1 for faces
+    larger than the table's last point, the first point's factor for faces smaller than its first.
+    """
+    eye_px = np.atleast_1d(np.asarray(eye_px, dtype=np.float64))
+    if not table:
+        return np.ones_like(eye_px)
+    eyes = np.asarray(table["eye_px"], dtype=np.float64)
+    factors = np.asarray(table["factor"], dtype=np.float64)
+    native = float(table.get("native_eye_px", eyes[-1]))
+    if native > eyes[-1]:  # back to 1 at the size where the chip loses nothing
+        eyes, factors = np.append(eyes, native), np.append(factors, 1.0)
+    return np.interp(eye_px, eyes, factors)
+
+
+def fit_small_face_widening(predict, ages: np.ndarray, eyes=SMALL_FACE_EYES) -> dict:
+    """How much wider the range must be for faces that were small in the photo.
+
+    `predict(eye_px)` gives the age distributions of the same faces made that small (`None`: as they
+    are; see `ml.alignment.as_if_small`). At each eye distance the widening factor that gives those
+    faces the coverage they get as they are is the ratio of the two fitted scales. A ratio, not a
+    scale, so it can be fitted on training faces (where the model is over-confident, and the fitted
+    scales themselves too small) and applied to the scale fitted on validation or calibration faces.
+    Forced to 1 or more and to shrink as faces grow.
+    """
+    clean = fit_interval_scale(predict(None), ages)
+    factors = [max(fit_interval_scale(predict(eye), ages) / clean, 1.0) for eye in eyes]
+    factors = np.minimum.accumulate(factors)  # never wider for a larger face
+    return {"eye_px": [float(e) for e in eyes], "factor": [round(float(f), 3) for f in factors]}
 
 
 def fit_interval_scale(probs: np.ndarray, ages: np.ndarray, coverage: float = 0.8) -> float:

@@ -51,3 +51,29 @@ def test_faces_near_the_border_are_padded_not_failed():
     chip = alignment.align(photo, landmarks, 96)
     assert chip.shape == (96, 96, 3)
     assert np.all(chip == 80)  # replicated border, no black frame
+
+
+def test_a_face_small_in_the_photo_gives_the_chip_the_aligner_would_cut_from_it(astronaut):
+    """`as_if_small` (used to fit the range's widening for small faces) matches the real thing: the
+    photo shrunk until the eyes are 7 px apart, then aligned."""
+    from PIL import Image
+
+    from ml.detection import FaceDetector
+
+    landmarks = FaceDetector().detect(astronaut)[0].landmarks
+    chip = alignment.align(astronaut, landmarks, 64)
+    eyes = alignment.eye_distance(landmarks)
+    assert alignment.native_eye_distance(64) == pytest.approx(14.38, abs=0.01)
+    factor = 7.0 / eyes
+    size = (round(astronaut.shape[1] * factor), round(astronaut.shape[0] * factor))
+    small_photo = np.asarray(Image.fromarray(astronaut).resize(size, Image.Resampling.BOX))
+    shrunk = (landmarks + 0.5) * np.array(size) / astronaut.shape[1::-1] - 0.5  # pixel centres
+    served = alignment.align(small_photo, shrunk, 64).astype(float)
+
+    def off(chips: np.ndarray) -> float:
+        return float(np.abs(chips[0].astype(float) - served).mean())
+
+    # far closer to the chip of the shrunk photo than the sharp chip is, or one made too small
+    assert off(alignment.as_if_small(chip[None], 7.0)) < 0.6 * off(chip[None])
+    assert off(alignment.as_if_small(chip[None], 7.0)) < 0.8 * off(alignment.as_if_small(chip[None], 4.0))
+    assert np.array_equal(alignment.as_if_small(chip[None], 20.0)[0], chip)  # large faces: untouched

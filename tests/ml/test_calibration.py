@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml.calibration import age_interval, expected_age, fit_interval_scale
+from ml.calibration import (
+    age_interval,
+    expected_age,
+    fit_interval_scale,
+    fit_small_face_widening,
+    small_face_widening,
+)
 
 
 def gaussian_rows(centres: np.ndarray, widths: np.ndarray) -> np.ndarray:
@@ -52,3 +58,34 @@ def test_the_fitted_coverage_is_that_of_the_whole_year_range_served():
     assert np.all(low == np.round(low)) and np.all(high == np.round(high))
     assert np.all(low <= age) and np.all(age <= high)
     assert abs(np.mean((truth >= low) & (truth <= high)) - 0.8) < 0.01
+
+
+def test_small_faces_get_a_range_widened_as_much_as_their_larger_errors_need():
+    """Faces made small lose detail: their errors grow while the model's claimed spread does not. The
+    fitted factor restores the coverage, grows as faces shrink and is 1 where nothing is lost."""
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(5, 80, 3000)
+    noise = rng.normal(0, 1, 3000)
+    extra = {None: 0.0, 4.0: 6.0, 8.0: 3.0, 12.0: 0.0}  # error added at each eye distance, years
+
+    def predict(eye_px):
+        said = truth + 4 * noise + extra[eye_px] * rng.normal(0, 1, 3000)
+        return gaussian_rows(said, np.full(3000, 2.0))
+
+    table = fit_small_face_widening(predict, truth, eyes=(4.0, 8.0, 12.0))
+    factors = table["factor"]
+    assert factors[0] > factors[1] > 1.1 and factors[2] < 1.05, table
+    scale = fit_interval_scale(predict(None), truth)
+    for eye in (4.0, 8.0):
+        probs = predict(eye)
+        _, low, high = age_interval(probs, scale)
+        assert np.mean((truth >= low) & (truth <= high)) < 0.75  # unwidened, the range is too narrow
+        _, low, high = age_interval(probs, scale * small_face_widening(np.full(3000, eye), table))
+        assert abs(np.mean((truth >= low) & (truth <= high)) - 0.8) < 0.03
+
+
+def test_the_widening_is_one_for_large_faces_and_without_a_table():
+    table = {"eye_px": [4.0, 8.0], "factor": [1.6, 1.2], "native_eye_px": 16.0}
+    widening = small_face_widening([2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 60.0], table)
+    assert np.allclose(widening, [1.6, 1.6, 1.4, 1.2, 1.1, 1.0, 1.0])
+    assert np.all(small_face_widening([3.0, 50.0], None) == 1.0)
