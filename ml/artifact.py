@@ -21,7 +21,14 @@ def sha256(path: Path) -> str:
 
 
 def save_artifact(
-    model, out: Path, *, config: dict, interval_scale: float, metrics: dict, training_data: dict
+    model,
+    out: Path,
+    *,
+    config: dict,
+    interval_scale: float,
+    metrics: dict,
+    training_data: dict,
+    small_faces: dict | None = None,
 ) -> dict:
     import keras
 
@@ -51,6 +58,8 @@ def save_artifact(
             "high_quantile": 0.9,
             "scale": interval_scale,
             "target_coverage": 0.8,
+            # widening factors of the range for faces small in the photo (`ml.calibration`)
+            **({"small_faces": small_faces} if small_faces else {}),
         },
         "parameters": int(model.count_params()),
         "keras_version": keras.__version__,

@@ -1,4 +1,4 @@
-"""`python -m ml {predict,train,evaluate}`."""
+"""`python -m ml {predict,train,evaluate,small-faces}`."""
 
 from __future__ import annotations
 
@@ -62,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator = commands.add_parser("evaluate", help="accuracy and speed on folders with labels.csv")
     evaluate.add_arguments(evaluator)
     evaluator.set_defaults(handler=evaluate.run)
+
+    small = commands.add_parser(
+        "small-faces",
+        help="fit how much wider the age range must be for faces small in the photo, into a model's manifest",
+    )
+    small.add_argument("model_dir", help="model folder (model.keras + manifest.json); the weights are kept")
+    small.add_argument("--data", action="append", help="training folders (default: the shared datasets)")
+    small.add_argument("--cache-dir", default="var/cache")
+    small.add_argument("--version", default=None, help="the model's new version in the manifest")
+    small.set_defaults(handler=train.run_small_faces)
     return parser
 
 

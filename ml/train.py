@@ -32,6 +32,8 @@ DEFAULT_DATA = (str(DATASETS_DIR / "utkface"), str(DATASETS_DIR / "aaf-train"))
 
 #: Training faces on which the gender expert's weight is fitted when no calibration faces are held out.
 EXPERT_FIT_FACES = 4096
+#: Training faces the range's widening for small faces is fitted on (`fit_small_faces`).
+SMALL_FACE_FIT_FACES = 2048
 #: Blend weights tried for the gender expert (0 = our head alone, 1 = the expert alone).
 EXPERT_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))
 
@@ -905,7 +907,9 @@ def finish(
     scale_set = calibration_set if calibrated else val_set
     scale_probs = predict_chips(model, scale_set.inputs()) if calibrated else val_probs
     interval_scale = fit_interval_scale(scale_probs["age"], scale_set.ages, coverage=0.8)
+    small_faces = fit_small_faces(model, train_set.take(np.sort(pick[:SMALL_FACE_FIT_FACES])))
     metrics = evaluate_chips(val_probs, val_set, interval_scale)
+    metrics["small_faces"] = small_faces
     metrics["training_seconds"] = round(train_seconds, 1)
     if expert:
         metrics["gender_expert"] = expert
@@ -919,6 +923,7 @@ def finish(
         out,
         config=asdict(config),
         interval_scale=interval_scale,
+        small_faces=small_faces,
         metrics=metrics,
         training_data={
             name: {
@@ -933,6 +938,67 @@ def finish(
     summary = {"out": str(out), "sha256": manifest["sha256"], "validation": metrics["overall"]}
     print(json.dumps(summary), flush=True)
     return metrics
+
+
+def fit_small_faces(model, faces: ChipSet) -> dict:
+    """The range's widening factors for faces small in the photo (`ml.calibration.fit_small_face_widening`),
+    fitted on these training faces made small as the alignment would see them (`ml.alignment.as_if_small`,
+    each input in its own framing)."""
+    from ml.alignment import as_if_small, native_eye_distance
+    from ml.calibration import fit_small_face_widening
+
+    geometries = {"image": "chip", "face": "face"}
+    stored = {"image": faces.chips} if faces.faces is None else {"image": faces.chips, "face": faces.faces}
+
+    def predict(eye_px):
+        inputs = {
+            name: (chips if eye_px is None else as_if_small(chips, eye_px, geometries[name]))
+            for name, chips in stored.items()
+        }
+        inputs = {name: chips.astype(np.float32) for name, chips in inputs.items()}
+        return predict_chips(model, inputs if faces.faces is not None else inputs["image"])["age"]
+
+    table = fit_small_face_widening(predict, faces.ages)
+    table["native_eye_px"] = round(
+        max(native_eye_distance(chips.shape[1], geometries[name]) for name, chips in stored.items()), 2
+    )
+    print(f"small faces: range widened by {table}", flush=True)
+    return table
+
+
+def refit_small_faces(model_dir: str | Path, config: TrainConfig, version: str | None = None) -> dict:
+    """Fit the range's widening for small faces (`fit_small_faces`) of a finished model and write it into
+    its manifest (and `metrics.json`), on the training faces `finish` would use; the model file, its
+    weights and sha256 stay as they are. `python -m ml small-faces MODEL_DIR`."""
+    import keras
+
+    import ml.model  # noqa: F401  (registers the custom layers)
+    from ml.artifact import read_manifest
+
+    folder = Path(model_dir)
+    manifest = read_manifest(folder)
+    model = keras.models.load_model(folder / manifest["file"], compile=False)
+    train_set, _, _ = _load_sets(config, "face" in manifest.get("inputs", {}))
+    pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))[:SMALL_FACE_FIT_FACES]
+    table = fit_small_faces(model, train_set.take(np.sort(pick)))
+    manifest["interval"]["small_faces"] = table
+    manifest.setdefault("metrics", {})["small_faces"] = table
+    if version:
+        manifest["version"] = version
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    metrics_path = folder / "metrics.json"
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        metrics["small_faces"] = table
+        metrics_path.write_text(json.dumps(metrics, indent=2))
+    return table
+
+
+def run_small_faces(args: argparse.Namespace) -> int:
+    config = TrainConfig(data=args.data or list(DEFAULT_DATA), cache_dir=args.cache_dir)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    refit_small_faces(args.model_dir, config, args.version)
+    return 0
 
 
 def add_gender_expert(model, fit_set: ChipSet):
@@ -1261,6 +1327,8 @@ __all__ = [
     "local_site",
     "predict_chips",
     "recalibrate_on_training_faces",
+    "refit_small_faces",
     "run",
+    "run_small_faces",
     "train",
 ]

@@ -69,6 +69,13 @@ def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, ast
         "image": {"geometry": "chip", "size": 64},
     }
     assert 0 < manifest["interval"]["scale"] < 10
+    # the range's widening for faces small in the photo, fitted on training faces made small
+    from ml.calibration import SMALL_FACE_EYES
+
+    small = manifest["interval"]["small_faces"]
+    assert small["eye_px"] == list(SMALL_FACE_EYES) and small["native_eye_px"] == pytest.approx(23.14, 0.01)
+    assert all(f >= 1.0 for f in small["factor"]) and small["factor"] == sorted(small["factor"], reverse=True)
+    assert "small faces: range widened by" in first.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["overall"]["count"] == manifest["training_data"]["tinyset"]["validation"]
     assert (out.parent / "cache" / "tinyset-64.npz").is_file()
@@ -106,6 +113,22 @@ def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, ast
     assert remetrics["gender_expert"]["fitted_on_faces"] == calibration["calibration"]
     refaces = Predictor.load(again).predict(np.ascontiguousarray(astronaut))
     assert abs(refaces[0].age - faces[0].age) < 0.5  # same weights: the age does not move
+
+    # a finished model's small-face widening fitted again: only the manifest changes
+    before = json.loads((again / "manifest.json").read_text())
+    refit = subprocess.run(
+        [sys.executable, "-m", "ml", "small-faces", str(again), "--data", str(tiny_folder)]
+        + ["--cache-dir", str(out.parent / "cache"), "--version", "9.9.9"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert refit.returncode == 0, refit.stderr[-2000:]
+    after = json.loads((again / "manifest.json").read_text())
+    assert after["sha256"] == before["sha256"] == sha256(again / "model.keras")
+    assert after["version"] == "9.9.9" and after["interval"]["small_faces"]["eye_px"] == list(SMALL_FACE_EYES)
+    assert after["interval"]["scale"] == before["interval"]["scale"]
 
 
 def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_folder, tmp_path):
