@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.alignment import align, reframe, whole_image_landmarks
+from ml.alignment import align, eye_distance, reframe, whole_image_landmarks
 from ml.artifact import DEFAULT_MODEL_DIR, read_manifest
-from ml.calibration import age_interval
+from ml.calibration import age_interval, small_face_widening
 from ml.faces import Face
 from ml.images import ImageSource, load_image
 from ml.model import merge_views, test_time_views
@@ -31,6 +31,8 @@ class Predictor:
         inputs = manifest.get("inputs") or {"image": {"geometry": "chip", "size": self.input_size}}
         self._inputs = {name: (spec["geometry"], int(spec["size"])) for name, spec in inputs.items()}
         self.interval_scale = float(manifest["interval"]["scale"])
+        # a face small in the photo gets a wider range (its chip holds less detail); None: no widening
+        self.small_faces = manifest["interval"].get("small_faces")
         self.model_version = f"{manifest['name']} {manifest['version']}"
         self._model = model
         self._detector = detector
@@ -105,7 +107,9 @@ class Predictor:
         age_probs, male = self.predict_chips(
             {name: np.concatenate([c[name] for c in chips]) for name in self._inputs}
         )
-        ages, lows, highs = age_interval(age_probs, self.interval_scale)
+        eyes = [eye_distance(landmarks) for *_, landmarks in meta]
+        scales = self.interval_scale * small_face_widening(eyes, self.small_faces)
+        ages, lows, highs = age_interval(age_probs, scales)
         for i, owner in enumerate(owners):
             box, detected, confidence, landmarks = meta[i]
             is_male = bool(male[i] >= 0.5)

@@ -189,3 +189,31 @@ def test_each_model_input_gets_its_own_framing_of_the_face(engine, astronaut):
     # the model alone on these chips gives what predict() reported (landmarks were rounded to 0.1 px)
     assert abs(float(ages[0] @ np.arange(101)) - face.age) < 0.5
     assert (males[0] >= 0.5) == (face.gender == "male")
+
+
+def test_a_face_small_in_the_photo_gets_a_wider_range(engine, astronaut):
+    """A small face's chip is enlarged from few pixels and read worse; its range is widened by the
+    manifest's fitted factor (`interval.small_faces`), a large face's is not."""
+    table = engine.small_faces
+    assert table and table["factor"][0] > 1.2 and table["factor"][-1] < table["factor"][0]
+    large = engine.predict(astronaut)[0]
+    # shrunk until the eyes are about 10 px apart (the detector's smallest faces), the photo's edges
+    # carried outwards around it
+    factor = 10.0 / (large.landmarks[1][0] - large.landmarks[0][0])
+    side = round(512 * factor)
+    small = np.asarray(Image.fromarray(astronaut).resize((side, side), Image.Resampling.BOX))
+    canvas = np.pad(small, ((side, side), (side, side), (0, 0)), mode="edge")
+
+    widened = engine.predict(canvas)
+    engine.small_faces = None  # the same photos without the widening
+    try:
+        plain = engine.predict(canvas)
+        plain_large = engine.predict(astronaut)[0]
+    finally:
+        engine.small_faces = table
+    assert len(widened) == len(plain) == 1
+    (face,), (unwidened,) = widened, plain
+    assert face.age == unwidened.age and face.gender_confidence == unwidened.gender_confidence
+    assert face.age_low <= unwidened.age_low and face.age_high >= unwidened.age_high
+    assert face.age_high - face.age_low > unwidened.age_high - unwidened.age_low
+    assert (large.age_low, large.age_high) == (plain_large.age_low, plain_large.age_high)
