@@ -162,6 +162,21 @@ def test_several_images_are_answered_in_one_call(engine, astronaut):
     assert all(isinstance(f, Face) for f in results[0])
 
 
+def test_photos_answered_together_get_the_answers_they_get_alone(engine, astronaut, datasets_dir):
+    """MTCNN's batches move landmarks (up to 10 px) and can add or lose a face; each photo is detected
+    alone, so a photo's answer does not depend on the photos sent with it."""
+    names = [row["file"] for row in csv.DictReader((datasets_dir / "aaf-train" / "labels.csv").open())]
+    photos = [np.asarray(Image.open(datasets_dir / "aaf-train" / name).convert("RGB")) for name in names[:12]]
+    photos += [astronaut, np.asarray(Image.fromarray(astronaut).resize((300, 300)))]
+    together = engine.predict_many(photos)
+    alone = [engine.predict(photo) for photo in photos]
+    assert len({photo.shape for photo in photos}) > 5
+    for one, other in zip(together, alone, strict=True):
+        assert [(f.box, f.landmarks, f.age, f.gender_confidence) for f in one] == [
+            (f.box, f.landmarks, f.age, f.gender_confidence) for f in other
+        ]
+
+
 def test_bad_input_raises_image_error(engine):
     with pytest.raises(ImageError):
         engine.predict(b"not an image")
