@@ -88,7 +88,8 @@ class Predictor:
     def predict_many(
         self, sources: Sequence[ImageSource], *, whole_image_fallback: bool = False
     ) -> list[list[Face]]:
-        """Faces for several images: one detector pass, and all faces through the model together."""
+        """Faces for several images, each detected as `predict` would detect it alone, and all their faces
+        through the model together."""
         images = [np.asarray(load_image(source)) for source in sources]
         detections = self._detector.detect_many(images)
         chips, owners, meta = [], [], []
