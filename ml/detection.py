@@ -140,12 +140,10 @@ class FaceDetector:
     def _weak_faces(self, rgb: np.ndarray) -> list[Detection]:
         """Every face MTCNN sees in the photo as it came with its thresholds at `FALLBACK_THRESHOLDS`."""
         prepared = self._prepare(rgb)
-        raw = (
-            self._run([prepared[0]], self._search_px(prepared[1]), **FALLBACK_THRESHOLDS)
-            if prepared is not None
-            else None
-        )
-        return self._convert(raw[0], *prepared[1:], rgb.shape, min_confidence=0.0) if raw else []
+        if prepared is None:
+            return []
+        raw = self._run(prepared[0], self._search_px(prepared[1]), **FALLBACK_THRESHOLDS)
+        return self._convert(raw, *prepared[1:], rgb.shape, min_confidence=0.0)
 
     def _detect_as_given(self, images: list[np.ndarray]) -> list[list[Detection]]:
         prepared = [self._prepare(rgb) for rgb in images]
@@ -156,8 +154,7 @@ class FaceDetector:
         # it, in training chips too. Batching was about twice as fast.
         for i, p in enumerate(prepared):
             if p is not None:
-                found = self._run([p[0]], self._search_px(p[1]))
-                raw[i] = found[0] if found else []
+                raw[i] = self._run(p[0], self._search_px(p[1]))
         return [
             self._convert(raw[i], *prepared[i][1:], images[i].shape) if prepared[i] is not None else []
             for i in range(len(images))
@@ -213,17 +210,18 @@ class FaceDetector:
         detected at its own size, as the package's default; 12 for one scaled to half or less."""
         return float(max(MTCNN_WINDOW_PX, self.min_face_px * scale))
 
-    def _run(self, works: list[np.ndarray], search_px: float, **thresholds: float) -> list[list[dict]] | None:
-        # The package raises TensorFlow errors on some pyramid shapes and prints to stdout; None tells
-        # the caller the batch failed, so that one odd image never crashes the caller.
+    def _run(self, work: np.ndarray, search_px: float, **thresholds: float) -> list[dict]:
+        """MTCNN's raw faces in one prepared photo (see `_search_px`)."""
+        # The package raises TensorFlow errors on some pyramid shapes and prints to stdout; such a photo
+        # gets no face, so that one odd image never crashes the caller.
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                result = self._mtcnn.detect_faces(list(works), min_face_size=search_px, **thresholds)
+                result = self._mtcnn.detect_faces([work], min_face_size=search_px, **thresholds)
         except (self._tf.errors.InvalidArgumentError, ValueError, IndexError):
-            return None
-        if len(works) == 1 and result and isinstance(result[0], dict):
-            result = [result]
-        return [list(r) for r in result] if len(result) == len(works) else [[] for _ in works]
+            return []
+        if result and isinstance(result[0], dict):  # the one photo's faces, not wrapped in a list
+            return list(result)
+        return list(result[0]) if len(result) == 1 else []
 
 
 def _unturn(points: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
