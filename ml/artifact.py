@@ -47,7 +47,7 @@ def save_artifact(
         # each model input and the framing (`ml.alignment.GEOMETRIES`) of the chip it takes
         "inputs": {
             tensor.name: {
-                "geometry": "chip" if tensor.name == "image" else tensor.name,
+                "geometry": input_geometry(tensor.name),
                 "size": tensor.shape[1],
             }
             for tensor in model.inputs
@@ -69,8 +69,17 @@ def save_artifact(
         "config": config,
         "metrics": metrics,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    write_manifest(out, manifest)
     return manifest
+
+
+def input_geometry(name: str) -> str:
+    """The framing (`ml.alignment.GEOMETRIES`) of the chip a model input takes: "image" is our "chip"."""
+    return "chip" if name == "image" else name
+
+
+def write_manifest(model_dir: Path, manifest: dict) -> None:
+    (Path(model_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
 
 
 def read_manifest(model_dir: Path) -> dict:

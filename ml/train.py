@@ -945,14 +945,14 @@ def fit_small_faces(model, faces: ChipSet) -> dict:
     fitted on these training faces made small as the alignment would see them (`ml.alignment.as_if_small`,
     each input in its own framing)."""
     from ml.alignment import as_if_small, native_eye_distance
+    from ml.artifact import input_geometry
     from ml.calibration import fit_small_face_widening
 
-    geometries = {"image": "chip", "face": "face"}
     stored = {"image": faces.chips} if faces.faces is None else {"image": faces.chips, "face": faces.faces}
 
     def predict(eye_px):
         inputs = {
-            name: (chips if eye_px is None else as_if_small(chips, eye_px, geometries[name]))
+            name: (chips if eye_px is None else as_if_small(chips, eye_px, input_geometry(name)))
             for name, chips in stored.items()
         }
         inputs = {name: chips.astype(np.float32) for name, chips in inputs.items()}
@@ -960,7 +960,7 @@ def fit_small_faces(model, faces: ChipSet) -> dict:
 
     table = fit_small_face_widening(predict, faces.ages)
     table["native_eye_px"] = round(
-        max(native_eye_distance(chips.shape[1], geometries[name]) for name, chips in stored.items()), 2
+        max(native_eye_distance(chips.shape[1], input_geometry(name)) for name, chips in stored.items()), 2
     )
     print(f"small faces: range widened by {table}", flush=True)
     return table
@@ -973,7 +973,7 @@ def refit_small_faces(model_dir: str | Path, config: TrainConfig, version: str |
     import keras
 
     import ml.model  # noqa: F401  (registers the custom layers)
-    from ml.artifact import read_manifest
+    from ml.artifact import read_manifest, write_manifest
 
     folder = Path(model_dir)
     manifest = read_manifest(folder)
@@ -985,7 +985,7 @@ def refit_small_faces(model_dir: str | Path, config: TrainConfig, version: str |
     manifest.setdefault("metrics", {})["small_faces"] = table
     if version:
         manifest["version"] = version
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    write_manifest(folder, manifest)
     metrics_path = folder / "metrics.json"
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
