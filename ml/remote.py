@@ -29,6 +29,9 @@ with the same options. Timed on an H100 (2026-11-26): 26,703 faces decode in 3 s
 5 s and a fused one 9–12 s (alone or two runs side by side), and each stage's first epoch pays 25–55 s
 of compilation: the default schedule needs about 400 s, so 540 s holds two of them and 335 s (what was
 left of one lease) cut its stages short (on JAX a cut stage stops before its rate has cooled).
+On an H200 (2026-11-27), two runs side by side from a given trunk (`--trunk-from`, carried beside
+the pack): a fused epoch 8–10 s, the first of each stage 28–51 s; 1 + 10 + 5 epochs took 254 s, 1 + 16 + 8
+took 330 s (`REMOTE_BENCH_SECONDS=0` skips the benchmark and its 45 s).
 
 Only the training split travels (the validation faces stay here) and `ml.train.hold_out` draws the same
 calibration faces from it there and here. The chips travel as WebP (quality `QUALITY`: a mean error of
