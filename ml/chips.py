@@ -3,9 +3,11 @@
 `build_cache(folder, size, cache_dir)` runs every labelled image of a folder through
 `ml.images.load_image` → `FaceDetector` → `alignment.align` and stores the result as
 `<cache_dir>/<dataset>-<size>.npz`: uint8 chips of `size` px in our framing, the tight "face" framing at
-`FACE_SIZE` px (the fused model's second input), labels and a `detected` flag. Both chips are aligned
-straight from the photo, exactly as `ml.Predictor.chips_of` does in service; neither is resampled from
-another chip (up to v4 the training chips were, and differed from the served ones: see `PIPELINE_VERSION`).
+`FACE_SIZE` px (the fused model's second input), labels, a `detected` flag and the five landmarks each
+face was aligned from. Both chips are aligned straight from the photo, exactly as `ml.Predictor.chips_of`
+does in service; neither is resampled from another chip (up to v4 the training chips were, and differed
+from the served ones: see `PIPELINE_VERSION`; `resampled_cache` cuts them that way again, from the stored
+landmarks, as a training augmentation).
 Images where no face is found are cropped as the service's `whole_image_fallback` does
 (`FaceDetector.fallback_face`: a weak detection filling much of the frame, else the whole image) and flagged.
 The cache is reused when it matches the folder's file list and the pipeline version.
@@ -31,8 +33,9 @@ from ml.data import Sample, read_labels
 #: 64 px with Lanczos (sharper than served): on the astronaut, 3.2 and 4.4 grey levels from the chips
 #: the service makes. v6: each photo detected alone, as the service detects it; up to v5 the detector
 #: ran on batches of 16 photos, which moved landmarks by up to 10 px (2-5 px typically on AAF photos)
-#: and changed a face in about 2% of UTKFace photos.
-PIPELINE_VERSION = "mtcnn1.0-align1.4-v6"
+#: and changed a face in about 2% of UTKFace photos. v7: chips as v6; the five landmarks each face was aligned
+#: from are stored too, so that chips can be cut again another way without running the detector.
+PIPELINE_VERSION = "mtcnn1.0-align1.4-v7"
 #: Side of the stored "face" framing: the input of the Cydral age network.
 FACE_SIZE = CHIP_SIZES["age"]
 
@@ -41,7 +44,7 @@ _detector = None
 BATCH = 16
 
 
-def _chip_batch(args: tuple[list[str], int]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+def _chip_batch(args: tuple[list[str], int]) -> list[tuple[np.ndarray, np.ndarray, bool, np.ndarray]]:
     global _detector
     paths, size = args
     from ml.alignment import align
@@ -55,7 +58,8 @@ def _chip_batch(args: tuple[list[str], int]) -> list[tuple[np.ndarray, np.ndarra
     for rgb, faces in zip(images, _detector.detect_many(images), strict=False):
         # no face: cropped as the service's whole_image_fallback does
         landmarks = faces[0].landmarks if faces else _detector.fallback_face(rgb).landmarks
-        out.append((align(rgb, landmarks, size), align(rgb, landmarks, FACE_SIZE, "face"), bool(faces)))
+        chip, face = align(rgb, landmarks, size), align(rgb, landmarks, FACE_SIZE, "face")
+        out.append((chip, face, bool(faces), np.asarray(landmarks, dtype=np.float32)))
     return out
 
 
@@ -97,6 +101,7 @@ def build_cache(folder: str | Path, size: int, cache_dir: str | Path, workers: i
     chips = np.zeros((len(samples), size, size, 3), dtype=np.uint8)
     faces = np.zeros((len(samples), FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
     detected = np.zeros(len(samples), dtype=bool)
+    landmarks = np.zeros((len(samples), 5, 2), dtype=np.float32)
     started = time.time()
     # Jobs of BATCH photos keep the two worker processes busy (each photo is detected alone); ordered by
     # size, as when the detector batched them, so that the cache's order of work is unchanged.
@@ -107,9 +112,9 @@ def build_cache(folder: str | Path, size: int, cache_dir: str | Path, workers: i
     done = 0
     with ctx.Pool(workers) as pool:
         for k, results in enumerate(pool.imap(_chip_batch, jobs)):
-            for offset, (chip, face, found) in enumerate(results):
+            for offset, (chip, face, found, points) in enumerate(results):
                 i = order[k * BATCH + offset]
-                chips[i], faces[i], detected[i] = chip, face, found
+                chips[i], faces[i], detected[i], landmarks[i] = chip, face, found, points
             done += len(results)
             if done % 1008 < BATCH or done == len(samples):
                 rate = done / (time.time() - started)
@@ -127,6 +132,7 @@ def build_cache(folder: str | Path, size: int, cache_dir: str | Path, workers: i
         ages=np.array([s.age for s in samples], dtype=np.int16),
         genders=np.array([s.gender == "male" for s in samples], dtype=np.uint8),
         detected=detected,
+        landmarks=landmarks,
         fingerprint=np.array(fingerprint),
     )
     target.with_suffix(".tmp.npz").replace(target)
@@ -135,6 +141,63 @@ def build_cache(folder: str | Path, size: int, cache_dir: str | Path, workers: i
             {"images": len(samples), "detected": float(detected.mean()), "seconds": time.time() - started}
         )
     )
+    return target
+
+
+#: `resampled_cache`'s chips are warped at this many times their size first, then shrunk (as up to v4).
+RESAMPLE_FACTOR = 1.5
+
+
+def resample_chips(rgb: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both framings of a face cut as training chips were up to pipeline v4: our framing warped at
+    `RESAMPLE_FACTOR` × `size` px and shrunk with Lanczos (a little sharper than `align` at `size`), and
+    the face framing re-cut from that larger chip (the face enlarged a little: blurrier than served)."""
+    from PIL import Image
+
+    from ml.alignment import align, reframe
+
+    large = align(rgb, landmarks, round(size * RESAMPLE_FACTOR))
+    chip = np.asarray(Image.fromarray(large).resize((size, size), Image.Resampling.LANCZOS))
+    return chip, reframe(large[None], FACE_SIZE, "face")[0]
+
+
+def _resample_batch(args: tuple[list[str], np.ndarray, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    from ml.images import load_image
+
+    paths, landmarks, size = args
+    pairs = zip(paths, landmarks, strict=True)
+    return [resample_chips(np.asarray(load_image(path)), points, size) for path, points in pairs]
+
+
+def resampled_cache(folder: str | Path, size: int, cache_dir: str | Path, workers: int = 2) -> Path:
+    """Path of `<cache_dir>/<dataset>-<size>-resampled.npz`: every face of `build_cache`'s cache cut
+    again by `resample_chips` from the landmarks stored there (no detection: about a minute), in the same
+    order; built where missing or made from another cache. A training augmentation
+    (`TrainConfig.resampled_share`): what is served is always `align`'s chips."""
+    folder, cache_dir = Path(folder), Path(cache_dir)
+    source = build_cache(folder, size, cache_dir)
+    with np.load(source) as cached:
+        fingerprint, files, landmarks = str(cached["fingerprint"]), cached["files"], cached["landmarks"]
+    target = cache_dir / f"{folder.name}-{size}-resampled.npz"
+    if target.is_file():
+        with np.load(target) as done:
+            if str(done["fingerprint"]) == fingerprint:
+                return target
+    if not (folder / "labels.csv").is_file():
+        raise FileNotFoundError(f"{folder}: the photos are needed to cut resampled chips")
+    started = time.time()
+    paths = [str(folder / name) for name in files]
+    jobs = [(paths[k : k + 256], landmarks[k : k + 256], size) for k in range(0, len(paths), 256)]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        results = [pair for batch in pool.imap(_resample_batch, jobs) for pair in batch]
+    np.savez(
+        target.with_suffix(".tmp.npz"),
+        chips=np.stack([chip for chip, _ in results]),
+        faces=np.stack([face for _, face in results]),
+        fingerprint=np.array(fingerprint),
+    )
+    target.with_suffix(".tmp.npz").replace(target)
+    print(f"[chips] {folder.name}: resampled chips in {time.time() - started:.0f} s", file=sys.stderr)
     return target
 
 

@@ -98,6 +98,10 @@ class TrainConfig:
     # targets, mixed into the labels' with `distill_weight` (knowledge distillation, `teacher_targets`)
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.5
+    # fused stages: each training face is shown, with this probability each time it is drawn, as chips
+    # cut the way of pipeline v4 (`ml.chips.resample_chips`: ours sharper, the face framing blurrier) instead
+    # of the served chips, as an augmentation; 0: always the served chips
+    resampled_share: float = 0.0
     # every stage: the augmenter also blurs, coarsens and greys chips (`ml.model.RandomDegrade`)
     degrade: bool = False
 
@@ -116,6 +120,8 @@ class ChipSet:
     faces: np.ndarray | None = None  # (N, 64, 64, 3) uint8, the tight "face" framing, for fused models
     soft_ages: np.ndarray | None = None  # (N, 101) float32, teachers' age distribution (distillation)
     soft_males: np.ndarray | None = None  # (N,) float32, teachers' P(male) (distillation)
+    resampled: np.ndarray | None = None  # (N, S, S, 3) uint8, `chips` cut another way (`resampled_share`)
+    resampled_faces: np.ndarray | None = None  # (N, 64, 64, 3) uint8, the same for `faces`
 
     def take(self, index: np.ndarray) -> ChipSet:
         return ChipSet(
@@ -133,13 +139,20 @@ class ChipSet:
         return {"image": chips, "face": self.faces[index].astype(np.float32)}
 
 
-def load_chips(folders: list[str], size: int, cache_dir: str, faces: bool = False) -> ChipSet:
-    """Cached chips of these folders; with `faces`, also the tight framing, aligned at 64 px (the cache's)."""
-    from ml.chips import build_cache
+def load_chips(
+    folders: list[str], size: int, cache_dir: str, faces: bool = False, resampled: bool = False
+) -> ChipSet:
+    """Cached chips of these folders; with `faces`, also the tight framing, aligned at 64 px (the cache's);
+    with `resampled`, both cut another way too (`ml.chips.resampled_cache`)."""
+    from ml.chips import build_cache, resampled_cache
 
     parts = []
     for folder in folders:
         path = build_cache(folder, size, cache_dir)
+        other = {}
+        if resampled:
+            with np.load(resampled_cache(folder, size, cache_dir)) as data:
+                other = {"resampled": data["chips"], "resampled_faces": data["faces"] if faces else None}
         with np.load(path) as data:
             name = Path(folder).name
             files = data["files"]
@@ -152,6 +165,7 @@ def load_chips(folders: list[str], size: int, cache_dir: str, faces: bool = Fals
                     keys=np.array([f"{name}/{f}" for f in files]),
                     detected=data["detected"],
                     faces=data["faces"] if faces else None,
+                    **other,
                 )
             )
     return ChipSet(
@@ -543,9 +557,12 @@ def _trainer(model, config: TrainConfig, seed: int):
     return keras.Model(inputs, outputs, name="trainer"), None
 
 
-def _augmented_batches(x, y: dict, weights, augmenter, batch_size: int, seed: int):
+def _augmented_batches(
+    x, y: dict, weights, augmenter, batch_size: int, seed: int, resampled_share: float = 0.0
+):
     """Endless shuffled batches (inputs, targets, sample weights), each augmented by one compiled,
-    stateless call of `augmenter` (JAX): a new random draw every batch, as inside a training step."""
+    stateless call of `augmenter` (JAX): a new random draw every batch, as inside a training step. Where
+    `x` holds resampled chips too, each face is shown as those with probability `resampled_share`."""
     import jax
 
     fused = isinstance(x, dict)
@@ -564,7 +581,15 @@ def _augmented_batches(x, y: dict, weights, augmenter, batch_size: int, seed: in
         order = rng.permutation(count)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            batch = np.concatenate([x["image"][index], x["face"][index]], axis=-1) if fused else x[index]
+            if fused:
+                image, face = x["image"][index], x["face"][index]
+                if "image_resampled" in x:
+                    chosen = (rng.random(len(index)) < resampled_share)[:, None, None, None]
+                    image = np.where(chosen, x["image_resampled"][index], image)
+                    face = np.where(chosen, x["face_resampled"][index], face)
+                batch = np.concatenate([image, face], axis=-1)
+            else:
+                batch = x[index]
             out, state = augment(state, batch.astype(np.float32))
             inputs = {"image": out[..., :3], "face": out[..., 3:]} if fused else out
             targets = {name: value[index] for name, value in y.items()}
@@ -602,7 +627,7 @@ def _fit(
     if augmenter is not None:  # JAX: augmented batch by batch outside the training step (`_trainer`)
         x, y, w = fit_data
         trainer.fit(
-            _augmented_batches(x, y, w, augmenter, config.batch_size, seed),
+            _augmented_batches(x, y, w, augmenter, config.batch_size, seed, config.resampled_share),
             steps_per_epoch=int(np.ceil(len(train_set.ages) / config.batch_size)),
             epochs=epochs,
             validation_data=val_data,
@@ -646,8 +671,10 @@ def _load_sets(config: TrainConfig, faces: bool) -> tuple[ChipSet, ChipSet, Chip
     """(training, calibration, validation) faces; the first two together are the training split."""
     import keras
 
-    chips = load_chips(config.data, config.input_size, config.cache_dir, faces=faces)
+    resampled = config.resampled_share > 0
+    chips = load_chips(config.data, config.input_size, config.cache_dir, faces=faces, resampled=resampled)
     train_set, val_set = split_chips(chips)
+    val_set = replace(val_set, resampled=None, resampled_faces=None)
     train_set, calibration_set = hold_out(train_set, config.calibration_share, config.seed)
     print(
         f"train {len(train_set.ages)} faces, calibration {len(calibration_set.ages)}, validation "
@@ -1117,6 +1144,9 @@ def _inputs(train_set: ChipSet, val_set: ChipSet, weights, config: TrainConfig, 
         train_set.chips if train_set.faces is None else {"image": train_set.chips, "face": train_set.faces}
     )
     x_val = val_set.chips if val_set.faces is None else {"image": val_set.chips, "face": val_set.faces}
+    share = config.resampled_share if train_set.faces is not None else 0.0
+    if share and train_set.resampled is not None:  # picked face by face, draw by draw, below
+        x_train.update(image_resampled=train_set.resampled, face_resampled=train_set.resampled_faces)
     if keras.backend.backend() != "tensorflow":
         return (x_train, y_train, weights), (x_val, y_val)
     import tensorflow as tf
@@ -1125,8 +1155,21 @@ def _inputs(train_set: ChipSet, val_set: ChipSet, weights, config: TrainConfig, 
         tf.data.Dataset.from_tensor_slices((x_train, y_train, weights))
         .shuffle(len(train_set.ages), seed=seed, reshuffle_each_iteration=True)
         .batch(config.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
     )
+    if "image_resampled" in x_train:
+
+        def pick(batch, key):
+            x, y, w = batch
+            draw = tf.random.stateless_uniform(
+                tf.stack([tf.shape(x["image"])[0], 1, 1, 1]), tf.stack([key, tf.constant(0, tf.int64)])
+            )
+            chosen = draw < share
+            both = {name: tf.where(chosen, x[f"{name}_resampled"], x[name]) for name in ("image", "face")}
+            return both, y, w
+
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        train_ds = tf.data.Dataset.zip((train_ds, keys)).map(pick)
+    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(256).prefetch(tf.data.AUTOTUNE)
     return train_ds, val_ds
 
@@ -1278,6 +1321,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=defaults.degrade,
         help="augment with blur, low resolution and greyscale as well (ml.model.RandomDegrade)",
+    )
+    parser.add_argument(
+        "--resampled-share",
+        type=float,
+        default=defaults.resampled_share,
+        metavar="P",
+        help="fused stages: show each training face with probability P as chips cut the v4 way "
+        "(ml.chips.resample_chips) instead of the served chips",
     )
     parser.add_argument(
         "--max-minutes",

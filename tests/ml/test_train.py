@@ -178,6 +178,20 @@ def test_pretrained_parts_can_learn_more_slowly():
     assert all(9e-4 < moved[name] < 1.1e-3 for name in moved if name.startswith("slow"))
 
 
+def _portraits(folder: Path, astronaut, faces) -> Path:
+    """A labelled folder of the astronaut's portrait, one photo `face<i>.jpg` per (brightness, size or
+    None, age, gender)."""
+    folder.mkdir()
+    portrait = Image.fromarray(astronaut).crop((100, 0, 400, 330))
+    with (folder / "labels.csv").open("w") as handle:
+        handle.write("file,age,gender\n")
+        for i, (light, size, age, gender) in enumerate(faces):
+            image = ImageEnhance.Brightness(portrait).enhance(light)
+            (image.resize(size) if size else image).save(folder / f"face{i}.jpg", quality=90)
+            handle.write(f"face{i}.jpg,{age},{gender}\n")
+    return folder
+
+
 def test_training_chips_are_the_chips_the_service_makes(tmp_path, engine, astronaut):
     """The cache holds, for every face, both of the model's inputs exactly as `Predictor.chips_of` cuts
     them from the photo: not resampled from another chip (the skew of pipeline v4: 3-4 grey levels),
@@ -186,16 +200,11 @@ def test_training_chips_are_the_chips_the_service_makes(tmp_path, engine, astron
     from ml.images import load_image
     from ml.train import load_chips
 
-    folder = tmp_path / "same"
-    folder.mkdir()
-    portrait = Image.fromarray(astronaut).crop((100, 0, 400, 330))
-    with (folder / "labels.csv").open("w") as handle:
-        handle.write("file,age,gender\n")
-        for i in range(3):
-            image = ImageEnhance.Brightness(portrait).enhance(0.8 + 0.2 * i)
-            image = image.resize((240 + 7 * i, 264 + 5 * i))
-            image.save(folder / f"face{i}.jpg", quality=90)
-            handle.write(f"face{i}.jpg,{30 + i},female\n")
+    folder = _portraits(
+        tmp_path / "same",
+        astronaut,
+        [(0.8 + 0.2 * i, (240 + 7 * i, 264 + 5 * i), 30 + i, "female") for i in range(3)],
+    )
     cached = load_chips([str(folder)], 64, str(tmp_path / "cache"), faces=True)
     assert cached.faces.shape == (3, 64, 64, 3) and cached.detected.all()
     for i, key in enumerate(cached.keys):
@@ -204,6 +213,73 @@ def test_training_chips_are_the_chips_the_service_makes(tmp_path, engine, astron
         served = engine.chips_of(photo, found.landmarks)
         for name, chips in (("image", cached.chips), ("face", cached.faces)):
             assert np.array_equal(chips[i], served[name][0]), (name, key)
+    # the landmarks they were cut from are kept, so that they can be cut again without the detector
+    from ml.chips import build_cache
+
+    with np.load(build_cache(folder, 64, tmp_path / "cache")) as data:
+        photos = [np.asarray(load_image(folder / name)) for name in data["files"]]
+        found = [np.asarray(engine.detector.detect(photo)[0].landmarks) for photo in photos]
+        np.testing.assert_allclose(np.stack(found), data["landmarks"], atol=1e-4)
+
+
+def test_resampled_chips_are_the_same_faces_cut_another_way_and_mixed_in_by_share(tmp_path, astronaut):
+    """`--resampled-share`: besides the served chips, each face cut the way of pipeline v4 (a larger warp
+    shrunk with Lanczos; the face framing re-cut from it) from the cache's landmarks; training draws
+    those for a share of the faces, validation never."""
+    from ml.alignment import align
+    from ml.train import TrainConfig, _inputs, load_chips, split_chips
+
+    faces = [(0.6 + 0.02 * i, None, 20 + i, "male" if i % 2 else "female") for i in range(40)]
+    folder = _portraits(tmp_path / "lit", astronaut, faces)
+    chips = load_chips([str(folder)], 64, str(tmp_path / "cache"), faces=True, resampled=True)
+    assert chips.resampled.shape == chips.chips.shape and chips.resampled_faces.shape == chips.faces.shape
+
+    def sharpness(images):  # mean squared Laplacian
+        grey = images.astype(np.float32).mean(-1)
+        return float(
+            np.mean(
+                (
+                    4 * grey[:, 1:-1, 1:-1]
+                    - grey[:, :-2, 1:-1]
+                    - grey[:, 2:, 1:-1]
+                    - grey[:, 1:-1, :-2]
+                    - grey[:, 1:-1, 2:]
+                )
+                ** 2
+            )
+        )
+
+    for served, other in ((chips.chips, chips.resampled), (chips.faces, chips.resampled_faces)):
+        gap = np.abs(served.astype(np.float32) - other).mean()
+        assert 0.5 < gap < 12, gap  # the same face in the same place, cut another way
+    assert sharpness(chips.resampled) > 1.1 * sharpness(chips.chips)  # Lanczos from a larger warp
+    assert sharpness(chips.resampled_faces) < 0.9 * sharpness(chips.faces)  # re-cut and enlarged
+    rgb = np.asarray(Image.open(folder / "face0.jpg").convert("RGB"))
+    with np.load(tmp_path / "cache" / "lit-64.npz") as data:
+        points = data["landmarks"][list(data["files"]).index("face0.jpg")]
+    index = list(chips.keys).index("lit/face0.jpg")
+    assert np.array_equal(chips.chips[index], align(rgb, points, 64))
+
+    train_set, val_set = split_chips(chips)
+    weights = np.ones(len(train_set.ages), np.float32)
+    for share, expected in ((0.0, (1.0, 0.0)), (1.0, (0.0, 1.0)), (0.5, None)):
+        config = TrainConfig(batch_size=len(train_set.ages), resampled_share=share)
+        data, validation = _inputs(train_set, val_set, weights, config, seed=3)
+        x, y, _ = next(iter(data))
+        assert np.array_equal(np.concatenate([b[0]["image"] for b in validation]), val_set.chips)
+        order = [int(np.flatnonzero(train_set.ages == age)[0]) for age in np.asarray(y["age"])]
+        image, face = np.asarray(x["image"]), np.asarray(x["face"])
+        served = np.array([np.array_equal(image[k], train_set.chips[i]) for k, i in enumerate(order)])
+        other = np.array([np.array_equal(image[k], train_set.resampled[i]) for k, i in enumerate(order)])
+        faces_match = [
+            np.array_equal(face[k], (train_set.faces if s else train_set.resampled_faces)[i])
+            for k, (i, s) in enumerate(zip(order, served, strict=True))
+        ]
+        assert all(faces_match) and (served | other).all() and set(x) == {"image", "face"}
+        if expected:
+            assert (served.mean(), other.mean()) == expected
+        else:
+            assert 0.2 < other.mean() < 0.8
 
 
 def test_train_refuses_a_folder_without_labels(tmp_path):
