@@ -101,9 +101,10 @@ def main() -> None:
     import ml.model  # noqa: F401  (registers the custom layers)
     from ml.artifact import read_manifest
     from ml.data import age_bucket
-    from ml.train import TrainConfig, _load_sets, predict_chips
+    from ml.train import TrainConfig, load_chips, predict_chips, split_chips
 
-    _, _, val_set = _load_sets(TrainConfig(cache_dir=args.cache_dir), True)
+    config = TrainConfig(cache_dir=args.cache_dir)
+    _, val_set = split_chips(load_chips(config.data, config.input_size, config.cache_dir, faces=True))
     buckets = np.array([age_bucket(age) for age in val_set.ages]) if args.gender_by_bucket else None
     inputs = val_set.inputs()
     if args.degrade:

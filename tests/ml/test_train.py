@@ -604,3 +604,45 @@ def test_degradation_blurs_coarsens_and_greys_training_chips_only(astronaut):
         trainer, _ = _trainer(make_model(64, (8, 16), (1, 1)), TrainConfig(degrade=degrade), 1)
         names = [layer.name for layer in trainer.get_layer("augment").layers]
         assert ("degrade" in names) == degrade
+
+
+def test_batchnorm_statistics_come_from_the_resampled_chips_unless_told_otherwise():
+    """The finishing step re-estimates the trunk's batch norm on the training faces cut the v4 way
+    (`batchnorm_chips` "resampled", the default), or on the served chips; without resampled chips (a
+    GPU machine's pack) on the served ones."""
+    from dataclasses import replace
+
+    import keras
+
+    from ml.model import make_model
+    from ml.train import TrainConfig, recalibrate_batchnorm, recalibrate_on_training_faces
+
+    faces = _synthetic_faces(np.arange(48), np.zeros(48))
+    faces = replace(faces, resampled=(faces.chips // 2).astype(np.uint8))  # another cut: darker
+    start = make_model(64, (8, 16), (1, 1)).get_weights()
+
+    def first_means(recalibrate) -> np.ndarray:
+        model = make_model(64, (8, 16), (1, 1))
+        model.set_weights(start)
+        recalibrate(model)
+        norms = [
+            layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        return np.asarray(norms[0].moving_mean)
+
+    def on(chips, config):
+        return first_means(
+            lambda model: recalibrate_batchnorm(model, chips.astype(np.float32), seed=config.seed)
+        )
+
+    config = TrainConfig()
+    assert config.batchnorm_chips == "resampled"
+    assert not np.allclose(on(faces.resampled, config), on(faces.chips, config), rtol=1e-2)
+    for chip_set, setting, expected in (
+        (faces, "resampled", faces.resampled),
+        (faces, "served", faces.chips),
+        (replace(faces, resampled=None), "resampled", faces.chips),
+    ):
+        chosen = replace(config, batchnorm_chips=setting)
+        finished = first_means(lambda model, s=chip_set, c=chosen: recalibrate_on_training_faces(model, s, c))
+        np.testing.assert_allclose(finished, on(expected, chosen), rtol=1e-5)
