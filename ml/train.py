@@ -747,7 +747,7 @@ def recalibrate_on_training_faces(model, train_set: ChipSet, config: TrainConfig
 
     With `batchnorm_chips` "resampled" (the default) the faces are cut the v4 way (`ml.chips.resample_chips`:
     our framing a little sharper, the face framing blurrier than served). Statistics gathered on those read
-    validation ages better than statistics gathered on the served chips themselves, for every model
+    validation ages better than statistics gathered on the served chips themselves, for both models
     measured (chip-level UTKFace 4.91 against 4.97 years for 2.2.2, 4.92 against 5.00 for run r5; see
     ml/MODEL_CARD.md): the whole gap between models trained on v4 and on v5/v6 chips. Where the training
     set holds no resampled chips (a GPU machine given served chips only), the served ones are used."""
