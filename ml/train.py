@@ -1161,7 +1161,9 @@ def _inputs(train_set: ChipSet, val_set: ChipSet, weights, config: TrainConfig, 
     )
     x_val = val_set.chips if val_set.faces is None else {"image": val_set.chips, "face": val_set.faces}
     share = config.resampled_share if train_set.faces is not None else 0.0
-    if share and train_set.resampled is not None:  # picked face by face, draw by draw, below
+    if share and train_set.resampled is None:  # e.g. a GPU machine's pack, which holds served chips only
+        raise ValueError("--resampled-share needs the faces cut the v4 way (ml.chips.resampled_cache)")
+    if share:  # picked face by face, draw by draw, below
         x_train.update(image_resampled=train_set.resampled, face_resampled=train_set.resampled_faces)
     if keras.backend.backend() != "tensorflow":
         return (x_train, y_train, weights), (x_val, y_val)

@@ -226,6 +226,8 @@ def test_resampled_chips_are_the_same_faces_cut_another_way_and_mixed_in_by_shar
     """`--resampled-share`: besides the served chips, each face cut the way of pipeline v4 (a larger warp
     shrunk with Lanczos; the face framing re-cut from it) from the cache's landmarks; training draws
     those for a share of the faces, validation never."""
+    from dataclasses import replace
+
     from ml.alignment import align
     from ml.train import TrainConfig, _inputs, load_chips, split_chips
 
@@ -280,6 +282,10 @@ def test_resampled_chips_are_the_same_faces_cut_another_way_and_mixed_in_by_shar
             assert (served.mean(), other.mean()) == expected
         else:
             assert 0.2 < other.mean() < 0.8
+    # asked for where there are none (a GPU machine's pack): an error, not served chips in silence
+    with pytest.raises(ValueError, match="resampled"):
+        bare = replace(train_set, resampled=None, resampled_faces=None)
+        _inputs(bare, val_set, weights, TrainConfig(resampled_share=0.5), seed=3)
 
 
 def test_train_refuses_a_folder_without_labels(tmp_path):
