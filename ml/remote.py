@@ -58,13 +58,9 @@ CYDRAL = (("age", "cydral_age"), ("gender", "cydral_gender"))
 
 
 def _encode(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
+    from ml.chips import webp_bytes
 
-    parts = []
-    for chip in chips:
-        buffer = io.BytesIO()
-        Image.fromarray(chip).save(buffer, "WEBP", quality=QUALITY, method=6)
-        parts.append(np.frombuffer(buffer.getvalue(), np.uint8))
+    parts = [np.frombuffer(webp_bytes(chip, QUALITY), np.uint8) for chip in chips]
     return np.concatenate(parts), np.cumsum([0] + [len(p) for p in parts])
 
 
@@ -167,6 +163,8 @@ def fit(folder: Path, out: Path, config) -> None:
 
     from ml.train import ChipSet, Site, hold_out, recalibrate_on_training_faces, train
 
+    if config.train_webp:
+        raise SystemExit(f"the packed chips are WebP (quality {QUALITY}) already: no --train-webp here")
     started = time.time()
     with np.load(folder / "train.npz") as data:
         fields = {key: data[key] for key in data.files}

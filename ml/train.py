@@ -108,6 +108,10 @@ class TrainConfig:
     batchnorm_chips: str = "resampled"
     # every stage: the augmenter also blurs, coarsens and greys chips (`ml.model.RandomDegrade`)
     degrade: bool = False
+    # every fitting stage sees each training chip (both framings) after one trip through WebP at this
+    # quality, as the runs on a GPU machine did (`ml.remote` packs the chips so); batch-norm statistics,
+    # the gender expert and the range are still fitted on the clean chips; 0: the clean chips throughout
+    train_webp: int = 0
 
 
 # ---------------------------------------------------------------- data
@@ -672,6 +676,21 @@ def hold_out(train_set: ChipSet, share: float, seed: int) -> tuple[ChipSet, Chip
     return train_set.take(np.flatnonzero(~is_held)), train_set.take(np.flatnonzero(is_held))
 
 
+def fitting_set(train_set: ChipSet, config: TrainConfig) -> ChipSet:
+    """The training faces as the fitting stages see them: with `train_webp`, each chip after one trip
+    through WebP at that quality (`ml.chips.webp_roundtrip`); else `train_set` itself."""
+    if not config.train_webp:
+        return train_set
+    from ml.chips import webp_roundtrip
+
+    started = time.time()
+    chips = webp_roundtrip(train_set.chips, config.train_webp)
+    faces = None if train_set.faces is None else webp_roundtrip(train_set.faces, config.train_webp)
+    seconds = time.time() - started
+    print(f"training chips through WebP at quality {config.train_webp} in {seconds:.0f} s", flush=True)
+    return replace(train_set, chips=chips, faces=faces)
+
+
 def _load_sets(config: TrainConfig, faces: bool) -> tuple[ChipSet, ChipSet, ChipSet]:
     """(training, calibration, validation) faces; the first two together are the training split."""
     import keras
@@ -722,7 +741,8 @@ def _train_resnet(config: TrainConfig, site: Site) -> dict:
     callbacks = [keras.callbacks.BackupAndRestore(str(Path(config.out) / "backup")), EpochLine(config.epochs)]
     if config.max_minutes:
         callbacks.append(TimeLimit(config.max_minutes * 60, started, schedule, steps, warmup))
-    _fit(trainer, train_set, val_set, config, config.epochs, callbacks, augmenter=augmenter, seed=seed)
+    fit_set = fitting_set(train_set, config)
+    _fit(trainer, fit_set, val_set, config, config.epochs, callbacks, augmenter=augmenter, seed=seed)
     sets = (train_set, calibration_set, val_set)
     return site.finish(model, *sets, config, train_seconds=time.time() - started)
 
@@ -834,6 +854,7 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
             judge = keras.models.load_model(Path(config.trunk_from) / "model.keras", compile=False)
         doubted = _doubt_labels(judge, train_set, config, site)
     gender_scale = gender_scales(train_set, config, doubted)
+    fit_set = fitting_set(train_set, config)
     steps = int(np.ceil(len(train_set.ages) / config.batch_size))
     heads_done = out / "heads.weights.h5"
     if config.head_epochs and not config.init_from:
@@ -860,7 +881,7 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
             ]
             _fit(
                 trainer,
-                train_set,
+                fit_set,
                 val_set,
                 config,
                 config.head_epochs,
@@ -908,7 +929,7 @@ def _train_fused(config: TrainConfig, site: Site) -> dict:
             callbacks.append(TimeLimit(minutes * 60, time.time(), schedule, steps, warmup))
         _fit(
             trainer,
-            train_set,
+            fit_set,
             val_set,
             config,
             epochs,
@@ -1354,6 +1375,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="fused stages: show each training face with probability P as chips cut the v4 way "
         "(ml.chips.resample_chips) instead of the served chips",
+    )
+    parser.add_argument(
+        "--train-webp",
+        type=int,
+        default=defaults.train_webp,
+        metavar="QUALITY",
+        help="fitting stages: each training chip after one trip through WebP at QUALITY, as on a GPU "
+        "machine (ml.remote); 0, the default: the clean chips",
     )
     parser.add_argument(
         "--max-minutes",

@@ -652,3 +652,38 @@ def test_batchnorm_statistics_come_from_the_resampled_chips_unless_told_otherwis
         chosen = replace(config, batchnorm_chips=setting)
         finished = first_means(lambda model, s=chip_set, c=chosen: recalibrate_on_training_faces(model, s, c))
         np.testing.assert_allclose(finished, on(expected, chosen), rtol=1e-5)
+
+
+def test_train_webp_shows_the_fitting_stages_each_chip_through_webp_and_leaves_the_rest_clean(astronaut):
+    """`--train-webp Q`: the fitting stages see each chip (both framings) after one trip through WebP at
+    quality Q, exactly what a GPU machine decodes from `ml.remote`'s pack; the set the finishing steps
+    use keeps the clean chips. Off by default."""
+    from ml.chips import webp_roundtrip
+    from ml.remote import _decode, _encode
+    from ml.train import ChipSet, TrainConfig, fitting_set
+
+    corners = [(y, x) for y in range(20, 180, 40) for x in range(150, 310, 40)]
+    chips = np.stack([astronaut[y : y + 64, x : x + 64] for y, x in corners])
+    faces = np.ascontiguousarray(chips[:, ::-1])
+    count = len(chips)
+    clean = ChipSet(
+        chips=chips.copy(),
+        ages=np.arange(count, dtype=np.float32),
+        males=(np.arange(count) % 2).astype(np.float32),
+        datasets=np.array(["lit"] * count),
+        keys=np.array([f"lit/{k}.jpg" for k in range(count)]),
+        detected=np.ones(count, bool),
+        faces=faces.copy(),
+    )
+    assert fitting_set(clean, TrainConfig()) is clean
+    seen = fitting_set(clean, TrainConfig(train_webp=80))
+    blob, offsets = _encode(chips)  # the remote pack, at its quality 80
+    packed = np.stack([_decode(blob[offsets[k] : offsets[k + 1]].tobytes()) for k in range(count)])
+    assert np.array_equal(seen.chips, packed)
+    for lossy, original in ((seen.chips, chips), (seen.faces, faces)):
+        assert lossy.shape == original.shape and lossy.dtype == np.uint8
+        assert 0.3 < np.abs(lossy.astype(np.float32) - original).mean() < 8  # the same faces, compressed
+    assert np.array_equal(clean.chips, chips) and np.array_equal(clean.faces, faces)  # finishing: clean
+    assert np.array_equal(seen.ages, clean.ages) and np.array_equal(seen.keys, clean.keys)
+    error = lambda lossy: np.abs(lossy.astype(np.float32) - chips).mean()  # noqa: E731
+    assert error(webp_roundtrip(chips, 20)) > error(seen.chips)
