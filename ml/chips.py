@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,12 @@ FACE_SIZE = CHIP_SIZES["age"]
 
 _detector = None
 BATCH = 16
+
+
+def _partial(target: Path) -> Path:
+    """Where a cache file is written before it replaces `target`: a name of this process's own, so that two
+    runs building the same cache at once (two trainings started together) do not take each other's file."""
+    return target.with_suffix(f".{os.getpid()}.tmp.npz")
 
 
 def _chip_batch(args: tuple[list[str], int]) -> list[tuple[np.ndarray, np.ndarray, bool, np.ndarray]]:
@@ -124,8 +131,9 @@ def build_cache(folder: str | Path, size: int, cache_dir: str | Path, workers: i
                     file=sys.stderr,
                     flush=True,
                 )
+    partial = _partial(target)
     np.savez(
-        target.with_suffix(".tmp.npz"),
+        partial,
         chips=chips,
         faces=faces,
         files=np.array([s.path.name for s in samples]),
@@ -135,7 +143,7 @@ def build_cache(folder: str | Path, size: int, cache_dir: str | Path, workers: i
         landmarks=landmarks,
         fingerprint=np.array(fingerprint),
     )
-    target.with_suffix(".tmp.npz").replace(target)
+    partial.replace(target)
     (cache_dir / f"{folder.name}-{size}.json").write_text(
         json.dumps(
             {"images": len(samples), "detected": float(detected.mean()), "seconds": time.time() - started}
@@ -223,13 +231,14 @@ def resampled_cache(folder: str | Path, size: int, cache_dir: str | Path, worker
     jobs = [(paths[k : k + 256], landmarks[k : k + 256], size) for k in range(0, len(paths), 256)]
     with mp.get_context("spawn").Pool(workers) as pool:
         results = [pair for batch in pool.imap(_resample_batch, jobs) for pair in batch]
+    partial = _partial(target)
     np.savez(
-        target.with_suffix(".tmp.npz"),
+        partial,
         chips=np.stack([chip for chip, _ in results]),
         faces=np.stack([face for _, face in results]),
         fingerprint=np.array(fingerprint),
     )
-    target.with_suffix(".tmp.npz").replace(target)
+    partial.replace(target)
     print(f"[chips] {folder.name}: resampled chips in {time.time() - started:.0f} s", file=sys.stderr)
     return target
 
