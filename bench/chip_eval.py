@@ -13,6 +13,8 @@ within about 0.1 year and a face or two of the end-to-end ones. `--ensemble` add
 the models' outputs (age distributions and P(male); its range width is the members' mean), what a
 student distilled from them (`--teacher`) could at best reach. `--gender-by-bucket` adds, per dataset
 and age bucket, the labels' share of men, the share the model calls men, and its errors each way.
+Each face's range is widened as served for how blurred its chip is (`interval.blurred_faces`; the
+widening for faces small in the photo needs the photo, so only end-to-end figures show it).
 `--degrade` spoils every validation chip first, the way real uploads spoil faces, with PIL rather than
 the training augmentation's own code (`ml.model.RandomDegrade`): `blur` a Gaussian of radius 1.5 px,
 `small` the chip shrunk to 24 px and enlarged back (a face of about 22 px in the photo), `jpeg`
@@ -44,7 +46,7 @@ def report(label: str, outputs: dict, val_set, scale: float, buckets: np.ndarray
         print(
             f"{label} {name}: MAE {entry['age_mae']:.2f}, CS@5 {entry['cs5']:.3f}, "
             f"gender {entry['gender_accuracy']:.2%} ({right} of {entry['count']}), "
-            f"range coverage {entry['interval_coverage']:.1%}",
+            f"range coverage {entry['interval_coverage']:.1%}, width {entry['interval_width']:.1f}",
             flush=True,
         )
         if buckets is None:
@@ -100,6 +102,7 @@ def main() -> None:
 
     import ml.model  # noqa: F401  (registers the custom layers)
     from ml.artifact import read_manifest
+    from ml.calibration import blurred_face_widening, chip_sharpness
     from ml.data import age_bucket
     from ml.train import TrainConfig, load_chips, predict_chips, split_chips
 
@@ -114,12 +117,16 @@ def main() -> None:
         manifest = read_manifest(folder)  # checks the file against its sha256, as the predictor does
         model = keras.models.load_model(folder / manifest["file"], compile=False)
         outputs = predict_chips(model, inputs)
-        report(str(folder), outputs, val_set, manifest["interval"]["scale"], buckets)
+        scale = manifest["interval"]["scale"]
+        blurred = manifest["interval"].get("blurred_faces")  # served: each face's range widened by blur
+        if blurred:
+            scale = scale * blurred_face_widening(chip_sharpness(inputs[blurred["input"]]), blurred)
+        report(str(folder), outputs, val_set, scale, buckets)
         members.append(outputs)
-        scales.append(manifest["interval"]["scale"])
+        scales.append(scale)
     if args.ensemble:
         average = {key: np.mean([outputs[key] for outputs in members], axis=0) for key in ("age", "gender")}
-        report("ensemble", average, val_set, float(np.mean(scales)), buckets)
+        report("ensemble", average, val_set, np.mean(scales, axis=0), buckets)
 
 
 if __name__ == "__main__":

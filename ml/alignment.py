@@ -141,3 +141,16 @@ def as_if_small(chips: np.ndarray, eye_px: float, geometry: str = "chip") -> np.
             for chip in chips
         ]
     )
+
+
+def as_if_blurred(chips: np.ndarray, blur: float, geometry: str = "chip") -> np.ndarray:
+    """Chips (N, S, S, 3) uint8 of a photo out of focus: a Gaussian blur whose radius is `blur` times the
+    chip's own eye distance, so that one `blur` is the same blur in the photo whatever the framing."""
+    from PIL import ImageFilter
+
+    if blur <= 0:
+        return chips
+    radius = blur * native_eye_distance(chips.shape[1], geometry)
+    return np.stack(
+        [np.asarray(Image.fromarray(chip).filter(ImageFilter.GaussianBlur(radius))) for chip in chips]
+    )

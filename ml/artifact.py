@@ -29,6 +29,7 @@ def save_artifact(
     metrics: dict,
     training_data: dict,
     small_faces: dict | None = None,
+    blurred_faces: dict | None = None,
 ) -> dict:
     import keras
 
@@ -60,6 +61,8 @@ def save_artifact(
             "target_coverage": 0.8,
             # widening factors of the range for faces small in the photo (`ml.calibration`)
             **({"small_faces": small_faces} if small_faces else {}),
+            # and for blurred faces, by their chip's sharpness (`ml.calibration.blurred_face_widening`)
+            **({"blurred_faces": blurred_faces} if blurred_faces else {}),
         },
         "parameters": int(model.count_params()),
         "keras_version": keras.__version__,

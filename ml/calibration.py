@@ -70,6 +70,81 @@ def fit_small_face_widening(predict, ages: np.ndarray, eyes=SMALL_FACE_EYES) -> 
     return {"eye_px": [float(e) for e in eyes], "factor": [round(float(f), 3) for f in factors]}
 
 
+#: Blurs (Gaussian radius as a share of the eye distance; `ml.alignment.as_if_blurred`) at which the
+#: range's widening for blurred faces is fitted: 0.02 is about half a pixel in the 64-px face chip, 0.13
+#: three pixels.
+BLURS = (0.02, 0.03, 0.045, 0.065, 0.09, 0.13)
+
+
+def chip_sharpness(chips: np.ndarray) -> np.ndarray:
+    """How much fine detail each chip (N, S, S, 3) holds: the energy of its Laplacian with the chip halved
+    over that with it quartered, on the central three quarters of the chip (the face, not the border the
+    alignment may pad). A ratio, so that a face's own contrast and texture largely cancel out; halving
+    first keeps the 8-bit rounding's noise out of it. On 500 All-Age-Faces face chips (medians): 0.45 as
+    they are, 0.33 / 0.24 / 0.17 / 0.12 / 0.09 blurred by 0.03 / 0.045 / 0.065 / 0.09 / 0.13 of the eye
+    distance (`ml.alignment.as_if_blurred`; 0.065 is 1.5 px in the 64-px face chip); falling all the
+    way, where the full-resolution ratio stops falling at about 0.09 (rounding noise)."""
+
+    def laplacian(grey):
+        return (
+            4 * grey[:, 1:-1, 1:-1]
+            - grey[:, :-2, 1:-1]
+            - grey[:, 2:, 1:-1]
+            - grey[:, 1:-1, :-2]
+            - grey[:, 1:-1, 2:]
+        )
+
+    def halved(grey):
+        count, height, width = grey.shape
+        return grey.reshape(count, height // 2, 2, width // 2, 2).mean((2, 4))
+
+    grey = np.asarray(chips, dtype=np.float32).mean(-1)
+    size = grey.shape[1]
+    side = (size - 2 * (size // 8)) // 4 * 4  # the central three quarters, a multiple of 4 pixels
+    start = (size - side) // 2
+    half = halved(grey[:, start : start + side, start : start + side])
+    fine = (laplacian(half) ** 2).mean((1, 2))
+    coarse = (laplacian(halved(half)) ** 2).mean((1, 2))
+    return fine / np.maximum(coarse, 1e-6)
+
+
+def blurred_face_widening(sharpness, table: dict | None) -> np.ndarray:
+    """The factor (≥ 1) each face's range is widened by for how blurred its chip is, from the manifest's
+    `interval.blurred_faces` table (`{"sharpness": [...], "factor": [...], "native_sharpness": s}`,
+    sharpness ascending); 1 without a table and for chips at least as sharp as `native_sharpness` (the
+    training faces' median), the first point's factor for chips blurrier than its first."""
+    sharpness = np.atleast_1d(np.asarray(sharpness, dtype=np.float64))
+    if not table:
+        return np.ones_like(sharpness)
+    points = np.append(np.asarray(table["sharpness"], dtype=np.float64), table["native_sharpness"])
+    factors = np.append(np.asarray(table["factor"], dtype=np.float64), 1.0)
+    return np.interp(sharpness, points, factors)
+
+
+def fit_blurred_face_widening(predict, sharpness_of, ages: np.ndarray, blurs=BLURS) -> dict:
+    """How much wider the range must be for blurred faces, by how sharp their chip is.
+
+    `predict(blur)` gives the age distributions of the same faces blurred (`None`: as they are), and
+    `sharpness_of(blur)` their chips' `chip_sharpness`. At each blur the factor is the ratio of the fitted
+    scales, as for small faces (`fit_small_face_widening`: a ratio cancels the model's over-confidence on
+    training faces), placed at those faces' median sharpness. Forced to 1 or more and to shrink as chips
+    get sharper.
+    """
+    clean = fit_interval_scale(predict(None), ages)
+    native = float(np.median(sharpness_of(None)))
+    points = [
+        (float(np.median(sharpness_of(b))), fit_interval_scale(predict(b), ages) / clean) for b in blurs
+    ]
+    points = sorted(point for point in points if point[0] < native)
+    factors = np.minimum.accumulate([max(factor, 1.0) for _, factor in points])  # sharper: never wider
+    return {
+        "sharpness": [round(s, 4) for s, _ in points],
+        "factor": [round(float(f), 3) for f in factors],
+        "native_sharpness": round(native, 4),
+        "blurs": [float(b) for b in blurs],
+    }
+
+
 def fit_interval_scale(probs: np.ndarray, ages: np.ndarray, coverage: float = 0.8) -> float:
     """The smallest widening factor whose ranges hold the true age for `coverage` of the faces."""
     lo, hi = 0.2, 6.0

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     small = commands.add_parser(
         "small-faces",
-        help="fit how much wider the age range must be for faces small in the photo, into a model's manifest",
+        help="fit how much wider the age range must be for faces small in the photo and for blurred faces, "
+        "into a model's manifest",
     )
     small.add_argument("model_dir", help="model folder (model.keras + manifest.json); the weights are kept")
     small.add_argument("--data", action="append", help="training folders (default: the shared datasets)")

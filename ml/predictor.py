@@ -10,7 +10,7 @@ import numpy as np
 
 from ml.alignment import align, eye_distance, reframe, whole_image_landmarks
 from ml.artifact import DEFAULT_MODEL_DIR, read_manifest
-from ml.calibration import age_interval, small_face_widening
+from ml.calibration import age_interval, blurred_face_widening, chip_sharpness, small_face_widening
 from ml.faces import Face
 from ml.images import ImageSource, load_image
 from ml.model import merge_views, test_time_views
@@ -33,6 +33,8 @@ class Predictor:
         self.interval_scale = float(manifest["interval"]["scale"])
         # a face small in the photo gets a wider range (its chip holds less detail); None: no widening
         self.small_faces = manifest["interval"].get("small_faces")
+        # so does a blurred face, by the sharpness of its chip of the input the table names
+        self.blurred_faces = manifest["interval"].get("blurred_faces")
         self.model_version = f"{manifest['name']} {manifest['version']}"
         self._model = model
         self._detector = detector
@@ -105,11 +107,14 @@ class Predictor:
         results: list[list[Face]] = [[] for _ in images]
         if not chips:
             return results
-        age_probs, male = self.predict_chips(
-            {name: np.concatenate([c[name] for c in chips]) for name in self._inputs}
-        )
+        batch = {name: np.concatenate([c[name] for c in chips]) for name in self._inputs}
+        age_probs, male = self.predict_chips(batch)
         eyes = [eye_distance(landmarks) for *_, landmarks in meta]
-        scales = self.interval_scale * small_face_widening(eyes, self.small_faces)
+        widening = small_face_widening(eyes, self.small_faces)
+        if self.blurred_faces:  # the larger of the two: a small face's chip is blurred by its enlargement
+            sharpness = chip_sharpness(batch[self.blurred_faces["input"]])
+            widening = np.maximum(widening, blurred_face_widening(sharpness, self.blurred_faces))
+        scales = self.interval_scale * widening
         ages, lows, highs = age_interval(age_probs, scales)
         for i, owner in enumerate(owners):
             box, detected, confidence, landmarks = meta[i]

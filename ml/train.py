@@ -971,9 +971,12 @@ def finish(
     scale_set = calibration_set if calibrated else val_set
     scale_probs = predict_chips(model, scale_set.inputs()) if calibrated else val_probs
     interval_scale = fit_interval_scale(scale_probs["age"], scale_set.ages, coverage=0.8)
-    small_faces = fit_small_faces(model, train_set.take(np.sort(pick[:SMALL_FACE_FIT_FACES])))
+    widening_faces = train_set.take(np.sort(pick[:SMALL_FACE_FIT_FACES]))
+    small_faces = fit_small_faces(model, widening_faces)
+    blurred_faces = fit_blurred_faces(model, widening_faces)
     metrics = evaluate_chips(val_probs, val_set, interval_scale)
     metrics["small_faces"] = small_faces
+    metrics["blurred_faces"] = blurred_faces
     metrics["training_seconds"] = round(train_seconds, 1)
     if expert:
         metrics["gender_expert"] = expert
@@ -988,6 +991,7 @@ def finish(
         config=asdict(config),
         interval_scale=interval_scale,
         small_faces=small_faces,
+        blurred_faces=blurred_faces,
         metrics=metrics,
         training_data={
             name: {
@@ -1030,10 +1034,44 @@ def fit_small_faces(model, faces: ChipSet) -> dict:
     return table
 
 
+def fit_blurred_faces(model, faces: ChipSet) -> dict:
+    """The range's widening for blurred faces (`ml.calibration.fit_blurred_face_widening`), fitted on these
+    training faces blurred as a photo out of focus blurs each input's chip (`ml.alignment.as_if_blurred`),
+    by the sharpness of the face-framing chip (our chip for a model without one)."""
+    from ml.alignment import as_if_blurred
+    from ml.artifact import input_geometry
+    from ml.calibration import chip_sharpness, fit_blurred_face_widening
+
+    stored = {"image": faces.chips} if faces.faces is None else {"image": faces.chips, "face": faces.faces}
+    measured = "image" if faces.faces is None else "face"
+    blurred: dict = {}
+
+    def inputs(blur):
+        if blur not in blurred:
+            blurred.clear()  # one blur's chips at a time
+            blurred[blur] = {
+                name: (chips if blur is None else as_if_blurred(chips, blur, input_geometry(name)))
+                for name, chips in stored.items()
+            }
+        return blurred[blur]
+
+    def predict(blur):
+        chips = {name: value.astype(np.float32) for name, value in inputs(blur).items()}
+        return predict_chips(model, chips if faces.faces is not None else chips["image"])["age"]
+
+    table = fit_blurred_face_widening(
+        predict, lambda blur: chip_sharpness(inputs(blur)[measured]), faces.ages
+    )
+    table["input"] = measured
+    print(f"blurred faces: range widened by {table}", flush=True)
+    return table
+
+
 def refit_small_faces(model_dir: str | Path, config: TrainConfig, version: str | None = None) -> dict:
-    """Fit the range's widening for small faces (`fit_small_faces`) of a finished model and write it into
-    its manifest (and `metrics.json`), on the training faces `finish` would use; the model file, its
-    weights and sha256 stay as they are. `python -m ml small-faces MODEL_DIR`."""
+    """Fit the range's widenings for small and for blurred faces (`fit_small_faces`, `fit_blurred_faces`)
+    of a finished model and write them into its manifest (and `metrics.json`), on the training faces
+    `finish` would use; the model file, its weights and sha256 stay as they are.
+    `python -m ml small-faces MODEL_DIR`."""
     import keras
 
     import ml.model  # noqa: F401  (registers the custom layers)
@@ -1044,18 +1082,19 @@ def refit_small_faces(model_dir: str | Path, config: TrainConfig, version: str |
     model = keras.models.load_model(folder / manifest["file"], compile=False)
     train_set, _, _ = _load_sets(config, "face" in manifest.get("inputs", {}))
     pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))[:SMALL_FACE_FIT_FACES]
-    table = fit_small_faces(model, train_set.take(np.sort(pick)))
-    manifest["interval"]["small_faces"] = table
-    manifest.setdefault("metrics", {})["small_faces"] = table
+    faces = train_set.take(np.sort(pick))
+    tables = {"small_faces": fit_small_faces(model, faces), "blurred_faces": fit_blurred_faces(model, faces)}
+    manifest["interval"].update(tables)
+    manifest.setdefault("metrics", {}).update(tables)
     if version:
         manifest["version"] = version
     write_manifest(folder, manifest)
     metrics_path = folder / "metrics.json"
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
-        metrics["small_faces"] = table
+        metrics.update(tables)
         metrics_path.write_text(json.dumps(metrics, indent=2))
-    return table
+    return tables
 
 
 def run_small_faces(args: argparse.Namespace) -> int:

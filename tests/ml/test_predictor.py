@@ -234,6 +234,29 @@ def test_a_face_small_in_the_photo_gets_a_wider_range(engine, astronaut):
     assert (large.age_low, large.age_high) == (plain_large.age_low, plain_large.age_high)
 
 
+def test_a_blurred_face_gets_a_wider_range_and_a_sharp_one_does_not(engine, astronaut):
+    """A photo out of focus: the face's chip holds less detail and is read worse; its range is widened
+    by the manifest's fitted factor for its chip's sharpness (`interval.blurred_faces`), the same face
+    in focus keeps its range."""
+    table = engine.blurred_faces
+    assert table and table["factor"][0] > 1.2 and table["factor"][-1] < table["factor"][0]
+    eyes = engine.predict(astronaut)[0].landmarks
+    radius = 0.09 * (eyes[1][0] - eyes[0][0])  # one of the blurs the factors were fitted at
+    blurred = np.asarray(Image.fromarray(astronaut).filter(ImageFilter.GaussianBlur(radius)))
+    sharp, soft = engine.predict(astronaut), engine.predict(blurred)
+    engine.blurred_faces = None  # the same photos without the widening
+    try:
+        plain_sharp, plain_soft = engine.predict(astronaut), engine.predict(blurred)
+    finally:
+        engine.blurred_faces = table
+    assert len(sharp) == len(soft) == len(plain_soft) == 1
+    (face,), (unwidened,) = soft, plain_soft
+    assert face.age == unwidened.age and face.gender_confidence == unwidened.gender_confidence
+    assert face.age_low <= unwidened.age_low and face.age_high >= unwidened.age_high
+    assert face.age_high - face.age_low > unwidened.age_high - unwidened.age_low
+    assert (sharp[0].age_low, sharp[0].age_high) == (plain_sharp[0].age_low, plain_sharp[0].age_high)
+
+
 def test_a_small_face_in_a_phone_sized_photo_is_found(engine, astronaut):
     """A 4000×3000 photo is detected at 800 px; a face 40 px wide there is 8 px, under MTCNN's default
     20-px search, and used to be missed. It is searched down to the detector's 12-px window."""

@@ -76,6 +76,13 @@ def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, ast
     assert small["eye_px"] == list(SMALL_FACE_EYES) and small["native_eye_px"] == pytest.approx(23.14, 0.01)
     assert all(f >= 1.0 for f in small["factor"]) and small["factor"] == sorted(small["factor"], reverse=True)
     assert "small faces: range widened by" in first.stdout
+    # and for blurred faces, by the face chip's sharpness, fitted on training faces blurred
+    blurred = manifest["interval"]["blurred_faces"]
+    assert blurred["input"] == "face" and blurred["sharpness"] == sorted(blurred["sharpness"])
+    assert all(s < blurred["native_sharpness"] for s in blurred["sharpness"])
+    assert all(f >= 1.0 for f in blurred["factor"]) and blurred["factor"] == sorted(
+        blurred["factor"], reverse=True
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["overall"]["count"] == manifest["training_data"]["tinyset"]["validation"]
     assert (out.parent / "cache" / "tinyset-64.npz").is_file()
@@ -128,6 +135,7 @@ def test_train_writes_a_loadable_artifact_and_resumes(tiny_folder, tmp_path, ast
     after = json.loads((again / "manifest.json").read_text())
     assert after["sha256"] == before["sha256"] == sha256(again / "model.keras")
     assert after["version"] == "9.9.9" and after["interval"]["small_faces"]["eye_px"] == list(SMALL_FACE_EYES)
+    assert after["interval"]["blurred_faces"]["input"] == "face"
     assert after["interval"]["scale"] == before["interval"]["scale"]
 
 
