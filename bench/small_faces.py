@@ -1,6 +1,7 @@
-"""Faces small in the photo, end to end: is the age range still honest?
+"""Faces small in the photo or blurred, end to end: is the age range still honest?
 
     python bench/small_faces.py [--model-dir ml/models/default] [--per-dataset 400] [--eyes 0,9,10,12,16]
+        [--blurs 0.045,0.065,0.09]
 
 Validation photos of both shared datasets are shrunk until the eyes of their face are `--eyes` pixels
 apart (the datasets' own faces have them 40–100 px apart; `0` keeps them as they are, the baseline)
@@ -10,7 +11,10 @@ range as served, which widens the range for small faces (`interval.small_faces` 
 fitted on training faces by `python -m ml train` or `python -m ml small-faces`). For each size: how
 many faces the detector still finds, age MAE, gender accuracy, and how often the served range holds
 the true age, beside the range without the widening (the same photos answered again with it switched
-off: the manifest's single scale). The target is 80%. About 9 minutes here. Not a test.
+off: the manifest's single scale). The target is 80%. About 9 minutes here. `--blurs` does the same
+for the photos as they are, blurred by a Gaussian whose radius is that share of the face's eye
+distance, against the range without its widening for blurred faces (`interval.blurred_faces`). Not a
+test.
 """
 
 from __future__ import annotations
@@ -57,6 +61,64 @@ def central(faces, shape) -> object | None:
     return min(faces, key=off_centre)
 
 
+def blurred(rgb: np.ndarray, radius: float) -> np.ndarray:
+    """The photo out of focus: a Gaussian blur of `radius` px, set in a canvas as `shrunk` sets it."""
+    from PIL import Image, ImageFilter
+
+    return shrunk(np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(radius))), 1.0)
+
+
+def measure(predictor, photos, sizes, label: str, spoil, widening: str) -> None:
+    """One line of figures: each photo spoilt by `spoil(rgb, eye distance)` (None: left out) and answered
+    as served, then again with the predictor's `widening` table (`small_faces` or `blurred_faces`) off."""
+    table = getattr(predictor, widening)
+    rows = []  # (found, age error, gender right, inside served, inside unwidened, widths)
+    for start in range(0, len(photos), BATCH):
+        batch = []
+        for sample, size in zip(photos[start : start + BATCH], sizes[start : start + BATCH], strict=True):
+            canvas = spoil(np.asarray(load_image(sample.path)), size)
+            if canvas is not None:
+                batch.append((sample, canvas))
+        canvases = [canvas for _, canvas in batch]
+        answers = predictor.predict_many(canvases)
+        setattr(predictor, widening, None)  # the same photos, the same outputs, without the widening
+        try:
+            plain = predictor.predict_many(canvases)
+        finally:
+            setattr(predictor, widening, table)
+        for (sample, canvas), faces, unwidened in zip(batch, answers, plain, strict=True):
+            face = central(faces, canvas.shape)
+            if face is None:
+                rows.append((False,) + (np.nan,) * 6)
+                continue
+            other = central(unwidened, canvas.shape)
+            low, high = other.age_low, other.age_high
+            truth = sample.age
+            rows.append(
+                (
+                    True,
+                    abs(face.age - truth),
+                    face.gender == sample.gender,
+                    face.age_low <= truth <= face.age_high,
+                    low <= truth <= high,
+                    face.age_high - face.age_low,
+                    high - low,
+                )
+            )
+    found = np.array([r[0] for r in rows])
+    kept = np.array([r[1:] for r in rows if r[0]], dtype=float)
+    if not len(kept):
+        print(f"{label}: {len(rows)} photos, no face found")
+        return
+    print(
+        f"{label}: {len(rows)} photos, faces found {found.mean():.1%}; age MAE "
+        f"{kept[:, 0].mean():.2f}, gender {kept[:, 1].mean():.1%}; range holds the true age "
+        f"{kept[:, 2].mean():.1%} served (width {kept[:, 4].mean():.1f}) against "
+        f"{kept[:, 3].mean():.1%} unwidened (width {kept[:, 5].mean():.1f})",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=None)
@@ -65,13 +127,20 @@ def main() -> None:
     parser.add_argument(
         "--eyes", default="0,9,10,12,16", help="eye distances in the shrunk photo, px (0: the photo as it is)"
     )
+    parser.add_argument(
+        "--blurs",
+        default="",
+        help="blurs of the photo as it is: Gaussian radius as a share of its eye distance, e.g. 0.045,0.09",
+    )
     args = parser.parse_args()
 
     from ml import Predictor
 
     predictor = Predictor.load(args.model_dir)
-    table = predictor.small_faces
-    print(f"model {predictor.model_version}; range scale {predictor.interval_scale}; small faces {table}")
+    print(
+        f"model {predictor.model_version}; range scale {predictor.interval_scale}; small faces "
+        f"{predictor.small_faces}; blurred faces {predictor.blurred_faces}"
+    )
     photos = []
     for name in ("utkface", "aaf-train"):
         folder = Path(args.datasets_dir) / name
@@ -86,52 +155,18 @@ def main() -> None:
         rgbs = [np.asarray(load_image(s.path)) for s in photos[start : start + BATCH]]
         for faces in predictor.detector.detect_many(rgbs):
             sizes.append(eye_distance(faces[0].landmarks) if faces else 0.0)
-    for eyes in [float(e) for e in args.eyes.split(",")]:
-        rows = []  # (found, age error, gender right, inside served, inside unwidened, widths)
-        for start in range(0, len(photos), BATCH):
-            batch = [
-                (s, shrunk(np.asarray(load_image(s.path)), eyes / size if eyes else 1.0))
-                for s, size in zip(photos[start : start + BATCH], sizes[start : start + BATCH], strict=True)
-                if size > eyes
-            ]
-            canvases = [canvas for _, canvas in batch]
-            answers = predictor.predict_many(canvases)
-            predictor.small_faces = None  # the same photos, the same outputs, without the widening
-            try:
-                plain = predictor.predict_many(canvases)
-            finally:
-                predictor.small_faces = table
-            for (sample, canvas), faces, unwidened in zip(batch, answers, plain, strict=True):
-                face = central(faces, canvas.shape)
-                if face is None:
-                    rows.append((False,) + (np.nan,) * 6)
-                    continue
-                other = central(unwidened, canvas.shape)
-                low, high = other.age_low, other.age_high
-                truth = sample.age
-                rows.append(
-                    (
-                        True,
-                        abs(face.age - truth),
-                        face.gender == sample.gender,
-                        face.age_low <= truth <= face.age_high,
-                        low <= truth <= high,
-                        face.age_high - face.age_low,
-                        high - low,
-                    )
-                )
-        found = np.array([r[0] for r in rows])
-        kept = np.array([r[1:] for r in rows if r[0]], dtype=float)
-        if not len(kept):
-            print(f"eyes {eyes:4.1f} px: {len(rows)} photos, no face found")
-            continue
-        print(
-            f"eyes {eyes:4.1f} px: {len(rows)} photos, faces found {found.mean():.1%}; age MAE "
-            f"{kept[:, 0].mean():.2f}, gender {kept[:, 1].mean():.1%}; range holds the true age "
-            f"{kept[:, 2].mean():.1%} served (width {kept[:, 4].mean():.1f}) against "
-            f"{kept[:, 3].mean():.1%} unwidened (width {kept[:, 5].mean():.1f})",
-            flush=True,
-        )
+    for eyes in [float(e) for e in args.eyes.split(",") if e]:
+
+        def small(rgb, size, eyes=eyes):
+            return shrunk(rgb, eyes / size if eyes else 1.0) if size > eyes else None
+
+        measure(predictor, photos, sizes, f"eyes {eyes:4.1f} px", small, "small_faces")
+    for blur in [float(b) for b in args.blurs.split(",") if b]:
+
+        def soft(rgb, size, blur=blur):
+            return blurred(rgb, blur * size) if size else None
+
+        measure(predictor, photos, sizes, f"blur {blur:.3f} of the eye distance", soft, "blurred_faces")
 
 
 if __name__ == "__main__":
