@@ -180,17 +180,19 @@ def webp_bytes(chip: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def _webp_roundtrip_part(args: tuple[np.ndarray, int]) -> np.ndarray:
+def webp_decode(data: bytes) -> np.ndarray:
+    """The uint8 RGB chip that `webp_bytes` encoded."""
     import io
 
     from PIL import Image
 
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _webp_roundtrip_part(args: tuple[np.ndarray, int]) -> np.ndarray:
     chips, quality = args
-    out = np.empty_like(chips)
-    for k, chip in enumerate(chips):
-        with Image.open(io.BytesIO(webp_bytes(chip, quality))) as image:
-            out[k] = np.asarray(image.convert("RGB"))
-    return out
+    return np.stack([webp_decode(webp_bytes(chip, quality)) for chip in chips])
 
 
 def webp_roundtrip(chips: np.ndarray, quality: int, workers: int = 2) -> np.ndarray:

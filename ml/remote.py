@@ -41,7 +41,6 @@ about 3 of 255 levels); the finishing steps re-estimate batch norm on the exact 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -64,17 +63,12 @@ def _encode(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(parts), np.cumsum([0] + [len(p) for p in parts])
 
 
-def _decode(blob: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(blob)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def _decode_all(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    from ml.chips import webp_decode
+
     items = [blob[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
     with ProcessPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:
-        return np.stack(list(pool.map(_decode, items, chunksize=512)))
+        return np.stack(list(pool.map(webp_decode, items, chunksize=512)))
 
 
 def pack(folder: Path, config) -> None:

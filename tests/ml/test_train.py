@@ -666,8 +666,8 @@ def test_train_webp_shows_the_fitting_stages_each_chip_through_webp_and_leaves_t
     """`--train-webp Q`: the fitting stages see each chip (both framings) after one trip through WebP at
     quality Q, exactly what a GPU machine decodes from `ml.remote`'s pack; the set the finishing steps
     use keeps the clean chips. Off by default."""
-    from ml.chips import webp_roundtrip
-    from ml.remote import _decode, _encode
+    from ml.chips import webp_decode, webp_roundtrip
+    from ml.remote import _encode
     from ml.train import ChipSet, TrainConfig, fitting_set
 
     corners = [(y, x) for y in range(20, 180, 40) for x in range(150, 310, 40)]
@@ -686,7 +686,7 @@ def test_train_webp_shows_the_fitting_stages_each_chip_through_webp_and_leaves_t
     assert fitting_set(clean, TrainConfig()) is clean
     seen = fitting_set(clean, TrainConfig(train_webp=80))
     blob, offsets = _encode(chips)  # the remote pack, at its quality 80
-    packed = np.stack([_decode(blob[offsets[k] : offsets[k + 1]].tobytes()) for k in range(count)])
+    packed = np.stack([webp_decode(blob[offsets[k] : offsets[k + 1]].tobytes()) for k in range(count)])
     assert np.array_equal(seen.chips, packed)
     for lossy, original in ((seen.chips, chips), (seen.faces, faces)):
         assert lossy.shape == original.shape and lossy.dtype == np.uint8
