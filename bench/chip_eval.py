@@ -102,7 +102,7 @@ def main() -> None:
 
     import ml.model  # noqa: F401  (registers the custom layers)
     from ml.artifact import read_manifest
-    from ml.calibration import blurred_face_widening, chip_sharpness
+    from ml.calibration import range_widening
     from ml.data import age_bucket
     from ml.train import TrainConfig, load_chips, predict_chips, split_chips
 
@@ -117,10 +117,8 @@ def main() -> None:
         manifest = read_manifest(folder)  # checks the file against its sha256, as the predictor does
         model = keras.models.load_model(folder / manifest["file"], compile=False)
         outputs = predict_chips(model, inputs)
-        scale = manifest["interval"]["scale"]
-        blurred = manifest["interval"].get("blurred_faces")  # served: each face's range widened by blur
-        if blurred:
-            scale = scale * blurred_face_widening(chip_sharpness(inputs[blurred["input"]]), blurred)
+        interval = manifest["interval"]  # each face's range widened by blur as served (no photo: no size)
+        scale = interval["scale"] * range_widening(inputs, None, None, interval.get("blurred_faces"))
         report(str(folder), outputs, val_set, scale, buckets)
         members.append(outputs)
         scales.append(scale)

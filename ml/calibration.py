@@ -121,6 +121,19 @@ def blurred_face_widening(sharpness, table: dict | None) -> np.ndarray:
     return np.interp(sharpness, points, factors)
 
 
+def range_widening(chips: dict, eye_px, small_faces: dict | None, blurred_faces: dict | None) -> np.ndarray:
+    """Each face's range widening as served: the factor for its size in the photo (`small_face_widening`;
+    `eye_px` None where the photo is not known, as for cached chips) and the one for how blurred its chip
+    is (`blurred_face_widening`, on the chips of the input `blurred_faces` names), the larger of the two:
+    a small face's chip is blurred by its enlargement, so the two are not compounded."""
+    count = len(next(iter(chips.values())))
+    widening = np.ones(count) if eye_px is None else small_face_widening(eye_px, small_faces)
+    if blurred_faces:
+        sharpness = chip_sharpness(chips[blurred_faces["input"]])
+        widening = np.maximum(widening, blurred_face_widening(sharpness, blurred_faces))
+    return widening
+
+
 def fit_blurred_face_widening(predict, sharpness_of, ages: np.ndarray, blurs=BLURS) -> dict:
     """How much wider the range must be for blurred faces, by how sharp their chip is.
 

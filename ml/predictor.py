@@ -10,7 +10,7 @@ import numpy as np
 
 from ml.alignment import align, eye_distance, reframe, whole_image_landmarks
 from ml.artifact import DEFAULT_MODEL_DIR, read_manifest
-from ml.calibration import age_interval, blurred_face_widening, chip_sharpness, small_face_widening
+from ml.calibration import age_interval, range_widening
 from ml.faces import Face
 from ml.images import ImageSource, load_image
 from ml.model import merge_views, test_time_views
@@ -110,11 +110,7 @@ class Predictor:
         batch = {name: np.concatenate([c[name] for c in chips]) for name in self._inputs}
         age_probs, male = self.predict_chips(batch)
         eyes = [eye_distance(landmarks) for *_, landmarks in meta]
-        widening = small_face_widening(eyes, self.small_faces)
-        if self.blurred_faces:  # the larger of the two: a small face's chip is blurred by its enlargement
-            sharpness = chip_sharpness(batch[self.blurred_faces["input"]])
-            widening = np.maximum(widening, blurred_face_widening(sharpness, self.blurred_faces))
-        scales = self.interval_scale * widening
+        scales = self.interval_scale * range_widening(batch, eyes, self.small_faces, self.blurred_faces)
         ages, lows, highs = age_interval(age_probs, scales)
         for i, owner in enumerate(owners):
             box, detected, confidence, landmarks = meta[i]
