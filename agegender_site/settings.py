@@ -143,7 +143,9 @@ STORAGES = {"default": _DEFAULT_STORAGE, "staticfiles": {"BACKEND": _STATIC_BACK
 # --- Uploads ----------------------------------------------------------------------------------------
 AGEGENDER_MAX_UPLOAD_BYTES = env_int("AGEGENDER_MAX_UPLOAD_MB", 15) * 1024 * 1024
 AGEGENDER_MAX_FILES_PER_UPLOAD = env_int("AGEGENDER_MAX_FILES_PER_UPLOAD", 20)
-AGEGENDER_ALLOWED_EXTENSIONS = env_list("AGEGENDER_ALLOWED_EXTENSIONS", ["jpg", "jpeg", "png", "webp"])
+AGEGENDER_ALLOWED_EXTENSIONS = env_list(
+    "AGEGENDER_ALLOWED_EXTENSIONS", ["jpg", "jpeg", "png", "webp", "heic", "heif"]
+)
 AGEGENDER_MAX_IMAGE_PIXELS = env_int("AGEGENDER_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000
 DATA_UPLOAD_MAX_NUMBER_FILES = AGEGENDER_MAX_FILES_PER_UPLOAD
 # Request bodies above this are refused before reaching the view (a whole batch).

@@ -10,14 +10,17 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from ml.errors import ImageError
+
+register_heif_opener()  # HEIC/HEIF, what iPhones save by default (libheif inside pillow-heif's wheel)
 
 #: Largest image we agree to decode (pixels). Larger files are refused as possible decompression bombs.
 MAX_PIXELS = int(os.environ.get("AGEGENDER_MAX_PIXELS", 60_000_000))
 #: Formats a person is expected to upload.
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
-_USE = "use JPEG, PNG, WebP, GIF, BMP or TIFF"
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF"})
+_USE = "use JPEG, PNG, WebP, HEIC, GIF, BMP or TIFF"
 
 ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO | Image.Image | np.ndarray
 
@@ -87,9 +90,9 @@ def load_image(source: ImageSource) -> Image.Image:
         upright = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as exc:
         message = str(exc)
-        if "truncated" in message.lower() or "broken" in message.lower():
+        if any(sign in message.lower() for sign in ("truncated", "broken", "end of file")):
             raise ImageError("The image file is truncated or damaged.") from None
-        raise ImageError(f"The image could not be decoded: {message}") from None
+        raise ImageError(f"The image could not be decoded: {message.strip()}") from None
     return _to_rgb(upright)
 
 

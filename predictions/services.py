@@ -62,7 +62,8 @@ def prediction_create(
         image_height=checked.height,
     )
     upload.seek(0)
-    prediction.image.save(f"upload.{checked.extension}", upload, save=False)  # storage first ...
+    content = upload if checked.converted is None else ContentFile(checked.converted)
+    prediction.image.save(f"upload.{checked.extension}", content, save=False)  # storage first ...
     try:
         with transaction.atomic():
             prediction.save(force_insert=True)  # ... then the row

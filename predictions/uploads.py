@@ -5,16 +5,31 @@ Pillow is light enough for the web process; the engine (`ml`) checks the image a
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
+
+register_heif_opener()
 
 #: Pillow format name for every extension we may allow, and the extension we store it under.
-_FORMAT_FOR_EXTENSION = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP"}
+_FORMAT_FOR_EXTENSION = {
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "webp": "WEBP",
+    "bmp": "BMP",
+    "heic": "HEIF",
+    "heif": "HEIF",
+}
 _EXTENSION_FOR_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
+#: Formats browsers do not display (Chrome and Firefox show no HEIC): stored as an upright JPEG instead.
+_CONVERTED_TO_JPEG = {"HEIF"}
+CONVERTED_JPEG_QUALITY = 92
 
 
 class UploadRejected(ValueError):
@@ -26,6 +41,8 @@ class CheckedImage:
     extension: str  # the one we store the file under, from its real format
     width: int  # upright, after EXIF orientation
     height: int
+    #: The photo to store instead of the upload, for a format browsers cannot show (HEIC): a JPEG.
+    converted: bytes | None = None
 
 
 def _megabytes(size: int) -> str:
@@ -71,19 +88,49 @@ def check_image_upload(upload: UploadedFile) -> CheckedImage:
                 if image.format == "JPEG":
                     image.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # fast, still reads all
                 image.load()
+                image_format = image.format
+                converted = _as_jpeg(image) if image_format in _CONVERTED_TO_JPEG else None
     except UploadRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UploadRejected("The image has too many pixels to process.") from None
     except UnidentifiedImageError:
+        if _looks_like_heif(upload):  # its index cut off: Pillow cannot even tell what it is
+            raise UploadRejected("The image is incomplete (the file is truncated or damaged).") from None
         raise UploadRejected("This file is not an image (or not one we can read).") from None
     except (OSError, SyntaxError, ValueError) as exc:
         message = str(exc)
-        if "truncated" in message or "broken data stream" in message:
+        if any(sign in message.lower() for sign in ("truncated", "broken data stream", "end of file")):
             raise UploadRejected("The image is incomplete (the file is truncated or damaged).") from None
         raise UploadRejected("The image is damaged and cannot be read.") from None
     finally:
         upload.seek(0)
+    if converted is not None:
+        return CheckedImage(extension="jpg", width=width, height=height, converted=converted)
     if orientation in (5, 6, 7, 8):  # rotated a quarter turn: the upright photo is the other way round
         width, height = height, width
-    return CheckedImage(extension=_EXTENSION_FOR_FORMAT[image.format], width=width, height=height)
+    return CheckedImage(extension=_EXTENSION_FOR_FORMAT[image_format], width=width, height=height)
+
+
+#: ISO base media file type brands of HEIF stills and sequences (ISO/IEC 23008-12).
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+
+
+def _looks_like_heif(upload: UploadedFile) -> bool:
+    upload.seek(0)
+    head = upload.read(12)
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+def _as_jpeg(image: Image.Image) -> bytes:
+    """The photo upright as a JPEG, with its colour profile and its EXIF (orientation reset). libheif has
+    already applied a HEIC's own rotation and mirroring, which `exif_transpose` leaves alone."""
+    upright = ImageOps.exif_transpose(image)
+    rgb = upright if upright.mode == "RGB" else upright.convert("RGB")
+    extra = {"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") else {}
+    exif = upright.getexif()
+    if exif:
+        extra["exif"] = exif.tobytes()
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=CONVERTED_JPEG_QUALITY, **extra)
+    return buffer.getvalue()

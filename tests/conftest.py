@@ -27,6 +27,28 @@ def astronaut_jpeg() -> bytes:
     return jpeg_bytes(data.astronaut())
 
 
+#: The astronaut cut to portrait shape (384×512), her face whole: the upright photo of `sideways_heic`.
+def astronaut_portrait() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[:, 64:448])
+
+
+@pytest.fixture(scope="session")
+def sideways_heic() -> bytes:
+    """`astronaut_portrait` as an iPhone stores a photo taken sideways: HEIC, the pixels turned and the
+    turn back recorded in the file (pillow-heif writes an EXIF orientation as HEIF's own rotation)."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90° clockwise
+    buffer = io.BytesIO()
+    stored = Image.fromarray(astronaut_portrait()).transpose(Image.Transpose.ROTATE_90)
+    stored.save(buffer, format="HEIF", quality=90, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="session")
 def two_faces_jpeg() -> bytes:
     """Two copies of the astronaut side by side: two faces."""

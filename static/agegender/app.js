@@ -28,6 +28,9 @@
           item.appendChild(el("span", { class: "warn" }, "not an accepted type: "));
         } else {
           var img = el("img", { alt: "" });
+          img.addEventListener("error", function () {  // e.g. HEIC, which most browsers cannot show
+            item.replaceChild(el("span", { class: "no-preview" }, "no preview"), img);
+          });
           img.src = URL.createObjectURL(file);
           item.appendChild(img);
         }

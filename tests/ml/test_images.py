@@ -38,6 +38,7 @@ def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
         ("GIF", "P"),
         ("BMP", "RGB"),
         ("TIFF", "RGB"),
+        ("HEIF", "RGB"),
     ],
 )
 def test_formats_and_modes_become_rgb_of_the_same_size(portrait, fmt, mode):
@@ -76,6 +77,24 @@ def test_exif_orientation_is_applied(portrait, orientation, rotate):
     assert upright.size == portrait.size
     diff = np.abs(np.asarray(upright, dtype=int) - np.asarray(portrait, dtype=int)).mean()
     assert diff < 6
+
+
+def test_a_sideways_heic_comes_out_upright(portrait):
+    """An iPhone stores a sideways shot with a rotation of its own (HEIF's `irot`, which pillow-heif
+    writes for an EXIF orientation); the photo must come out upright, not turned twice or not at all."""
+    stored = portrait.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright = load_image(encode(stored, "HEIF", exif=exif.tobytes(), quality=90))
+    assert upright.size == portrait.size
+    diff = np.abs(np.asarray(upright, dtype=int) - np.asarray(portrait, dtype=int)).mean()
+    assert diff < 8
+
+
+def test_truncated_heic_raises_a_clear_error(portrait):
+    data = encode(portrait, "HEIF", quality=90)
+    with pytest.raises(ImageError, match="truncated or damaged"):
+        load_image(data[: len(data) // 2])
 
 
 def test_paths_file_objects_arrays_and_pil_images_are_accepted(tmp_path, portrait):

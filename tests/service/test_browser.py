@@ -78,3 +78,30 @@ def test_upload_then_boxes_appear_without_reload(
     )
     faces_text = browser.find_element(By.ID, "faces").text
     assert "Age" in faces_text and "female" in faces_text and "% sure" in faces_text
+
+
+def test_an_iphone_photo_shows_in_the_browser_with_its_box(
+    live_server, celery_worker, browser, sideways_heic, tmp_path
+):
+    """Chromium cannot show HEIC: the preview says so instead of a broken picture, and the result page
+    shows the photo (stored as an upright JPEG) with the face boxed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = tmp_path / "IMG_0042.HEIC"
+    photo.write_bytes(sideways_heic)
+    browser.get(live_server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
+    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "previews"), "no preview"))
+    assert not browser.find_elements(By.CSS_SELECTOR, "#previews img")
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done"))
+    WebDriverWait(browser, 10).until(ec.visibility_of_all_elements_located((By.CSS_SELECTOR, "#boxes .box")))
+    shown = browser.execute_script(
+        "var img = document.getElementById('photo');"
+        "return [img.complete, img.naturalWidth, img.naturalHeight];"
+    )
+    assert shown == [True, 384, 512]  # decoded by the browser, upright
+    assert "female" in browser.find_element(By.ID, "faces").text

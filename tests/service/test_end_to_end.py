@@ -42,6 +42,23 @@ def test_one_face_photo_ends_done_with_one_female_face(client, celery_worker, as
     assert prediction.started_at <= prediction.finished_at
 
 
+def test_a_sideways_iphone_photo_is_read_upright(client, celery_worker, sideways_heic):
+    response = client.post(
+        "/", {"images": [SimpleUploadedFile("IMG_0042.HEIC", sideways_heic, content_type="image/heic")]}
+    )
+    assert response.status_code == 302, response.content.decode()
+    prediction = Prediction.objects.get(original_name="IMG_0042.HEIC")
+
+    status = wait_until_finished(client, prediction.id)
+
+    assert status["status"] == "done", status
+    assert (status["image_width"], status["image_height"]) == (384, 512)
+    assert [face["gender"] for face in status["faces"]] == ["female"]  # found upright, as in the JPEG
+    x1, y1, x2, y2 = status["faces"][0]["box"]
+    assert 0 <= x1 < x2 <= 384 and 0 <= y1 < y2 <= 512
+    assert y2 < 300  # her face is in the upper part of the upright photo
+
+
 def test_photo_with_two_faces_reports_two(client, celery_worker, two_faces_jpeg):
     prediction = upload(client, "twins.jpg", two_faces_jpeg)
 

@@ -54,5 +54,6 @@ def test_status_is_not_cached_and_queued_has_no_faces(client, astronaut_jpeg):
 def test_upload_form_works_without_javascript(client):
     page = client.get("/").content.decode()
     assert 'enctype="multipart/form-data"' in page
-    assert 'type="file"' in page and "multiple" in page and 'accept=".jpg,.jpeg,.png,.webp"' in page
+    assert 'type="file"' in page and "multiple" in page
+    assert 'accept=".jpg,.jpeg,.png,.webp,.heic,.heif"' in page
     assert "csrfmiddlewaretoken" in page

@@ -117,6 +117,47 @@ def test_single_good_upload_redirects_to_its_result_page(
     assert prediction.image.name.endswith(".jpg")
 
 
+def test_heic_photo_is_stored_as_an_upright_jpeg_that_browsers_can_show(
+    client, private_media, sideways_heic, django_capture_on_commit_callbacks
+):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import astronaut_portrait
+
+    upload = SimpleUploadedFile("IMG_0042.HEIC", sideways_heic, content_type="image/heic")
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post_files(client, upload)
+
+    assert response.status_code == 302, response.content.decode()
+    prediction = Prediction.objects.get()
+    assert prediction.original_name == "IMG_0042.HEIC"
+    assert prediction.image.name.endswith(".jpg")
+    assert (prediction.image_width, prediction.image_height) == (384, 512)  # upright: portrait
+    served = client.get(f"/p/{prediction.id}/image/")
+    assert served["Content-Type"] == "image/jpeg"
+    with Image.open(io.BytesIO(b"".join(served.streaming_content))) as stored:
+        assert stored.format == "JPEG"
+        assert stored.size == (384, 512)
+        assert stored.getexif().get(0x0112, 1) == 1  # nothing left to turn it again
+        difference = np.abs(np.asarray(stored.convert("RGB"), dtype=int) - astronaut_portrait()).mean()
+    assert difference < 8  # the same picture, upright
+    assert stored_files(private_media) == [private_media / prediction.image.name]
+    assert len(callbacks) == 1
+
+
+def test_truncated_heic_is_rejected_as_incomplete(client, private_media, sideways_heic):
+    upload = SimpleUploadedFile("IMG_0043.HEIC", sideways_heic[: len(sideways_heic) // 2])
+    response = post_files(client, upload)
+
+    assert response.status_code == 400
+    assert "incomplete" in response.content.decode()
+    assert Prediction.objects.count() == 0
+    assert stored_files(private_media) == []
+
+
 def test_row_and_file_both_vanish_when_the_row_cannot_be_saved(
     client, private_media, astronaut_jpeg, monkeypatch
 ):
