@@ -27,6 +27,9 @@ _FORMAT_FOR_EXTENSION = {
     "heif": "HEIF",
 }
 _EXTENSION_FOR_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
+#: Pillow calls a JPEG that carries more pictures (a camera's large preview, a phone's depth map: CIPA's
+#: Multi-Picture Format) "MPO"; it is a JPEG to browsers and to us.
+_SAME_FORMAT = {"MPO": "JPEG"}
 #: Formats browsers do not display (Chrome and Firefox show no HEIC): stored as an upright JPEG instead.
 _CONVERTED_TO_JPEG = {"HEIF"}
 CONVERTED_JPEG_QUALITY = 92
@@ -73,7 +76,8 @@ def check_image_upload(upload: UploadedFile) -> CheckedImage:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(upload) as image:
-                if image.format not in allowed_formats:
+                image_format = _SAME_FORMAT.get(image.format, image.format)
+                if image_format not in allowed_formats:
                     raise UploadRejected(
                         f"The file is a {image.format or 'unknown'} image; "
                         f"only {allowed_extensions_text()} photos are accepted."
@@ -85,10 +89,9 @@ def check_image_upload(upload: UploadedFile) -> CheckedImage:
                         f"The image is {width}×{height} pixels; the limit is "
                         f"{settings.AGEGENDER_MAX_IMAGE_PIXELS // 1_000_000} megapixels."
                     )
-                if image.format == "JPEG":
+                if image_format == "JPEG":
                     image.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # fast, still reads all
                 image.load()
-                image_format = image.format
                 converted = _as_jpeg(image) if image_format in _CONVERTED_TO_JPEG else None
     except UploadRejected:
         raise

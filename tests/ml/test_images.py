@@ -39,6 +39,7 @@ def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
         ("BMP", "RGB"),
         ("TIFF", "RGB"),
         ("HEIF", "RGB"),
+        ("MPO", "RGB"),  # a camera's JPEG with a preview inside (Pillow: "MPO")
     ],
 )
 def test_formats_and_modes_become_rgb_of_the_same_size(portrait, fmt, mode):

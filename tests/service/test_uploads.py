@@ -148,6 +148,29 @@ def test_heic_photo_is_stored_as_an_upright_jpeg_that_browsers_can_show(
     assert len(callbacks) == 1
 
 
+def test_camera_jpeg_with_a_second_picture_inside_is_accepted_as_it_is(client, private_media):
+    """Cameras and phones write a large preview or a depth map after the photo (CIPA's Multi-Picture
+    Format); Pillow calls such a JPEG "MPO", and it must not be refused as a foreign format."""
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    photo = Image.fromarray(data.astronaut())
+    buffer = io.BytesIO()
+    photo.save(buffer, format="MPO", save_all=True, append_images=[photo.resize((160, 160))])
+    with Image.open(io.BytesIO(buffer.getvalue())) as opened:
+        assert opened.format == "MPO"
+
+    response = post_files(client, jpeg("P1010670.JPG", buffer.getvalue()))
+
+    assert response.status_code == 302, response.content.decode()
+    prediction = Prediction.objects.get()
+    assert prediction.image.name.endswith(".jpg")
+    assert (prediction.image_width, prediction.image_height) == (512, 512)
+    assert (private_media / prediction.image.name).read_bytes() == buffer.getvalue()  # stored untouched
+
+
 def test_truncated_heic_is_rejected_as_incomplete(client, private_media, sideways_heic):
     upload = SimpleUploadedFile("IMG_0043.HEIC", sideways_heic[: len(sideways_heic) // 2])
     response = post_files(client, upload)
