@@ -19,8 +19,8 @@ register_heif_opener()  # HEIC/HEIF, what iPhones save by default (libheif insid
 #: Largest image we agree to decode (pixels). Larger files are refused as possible decompression bombs.
 MAX_PIXELS = int(os.environ.get("AGEGENDER_MAX_PIXELS", 60_000_000))
 #: Formats a person is expected to upload.
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF"})
-_USE = "use JPEG, PNG, WebP, HEIC, GIF, BMP or TIFF"
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF", "AVIF"})
+_USE = "use JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP or TIFF"
 
 ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO | Image.Image | np.ndarray
 

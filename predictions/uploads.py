@@ -20,13 +20,15 @@ register_heif_opener()
 _FORMAT_FOR_EXTENSION = {
     "jpg": "JPEG",
     "jpeg": "JPEG",
+    "jfif": "JPEG",  # what Windows browsers often name a JPEG they save
     "png": "PNG",
     "webp": "WEBP",
     "bmp": "BMP",
     "heic": "HEIF",
     "heif": "HEIF",
+    "avif": "AVIF",
 }
-_EXTENSION_FOR_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
+_EXTENSION_FOR_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "AVIF": "avif"}
 #: Pillow calls a JPEG that carries more pictures (a camera's large preview, a phone's depth map: CIPA's
 #: Multi-Picture Format) "MPO"; it is a JPEG to browsers and to us.
 _SAME_FORMAT = {"MPO": "JPEG"}

@@ -39,6 +39,7 @@ def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
         ("BMP", "RGB"),
         ("TIFF", "RGB"),
         ("HEIF", "RGB"),
+        ("AVIF", "RGB"),
         ("MPO", "RGB"),  # a camera's JPEG with a preview inside (Pillow: "MPO")
     ],
 )

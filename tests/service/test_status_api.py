@@ -55,5 +55,5 @@ def test_upload_form_works_without_javascript(client):
     page = client.get("/").content.decode()
     assert 'enctype="multipart/form-data"' in page
     assert 'type="file"' in page and "multiple" in page
-    assert 'accept=".jpg,.jpeg,.png,.webp,.heic,.heif"' in page
+    assert 'accept=".jpg,.jpeg,.jfif,.png,.webp,.heic,.heif,.avif"' in page
     assert "csrfmiddlewaretoken" in page

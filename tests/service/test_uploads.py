@@ -27,10 +27,10 @@ def jpeg(name: str, content: bytes) -> SimpleUploadedFile:
         (lambda img: jpeg("truncated.jpg", img[: len(img) // 2]), "incomplete"),
         (
             lambda img: SimpleUploadedFile("photo.gif", img, content_type="image/gif"),
-            "Only JPG, JPEG, PNG, WEBP",
+            "Only JPG, JPEG, JFIF, PNG, WEBP",
         ),
-        (lambda img: SimpleUploadedFile("script.exe", img), "Only JPG, JPEG, PNG, WEBP"),
-        (lambda img: jpeg("noextension", img), "Only JPG, JPEG, PNG, WEBP"),
+        (lambda img: SimpleUploadedFile("script.exe", img), "Only JPG, JPEG, JFIF, PNG, WEBP"),
+        (lambda img: jpeg("noextension", img), "Only JPG, JPEG, JFIF, PNG, WEBP"),
     ],
     ids=["not-an-image", "empty", "truncated", "gif-extension", "exe-extension", "no-extension"],
 )
@@ -169,6 +169,30 @@ def test_camera_jpeg_with_a_second_picture_inside_is_accepted_as_it_is(client, p
     assert prediction.image.name.endswith(".jpg")
     assert (prediction.image_width, prediction.image_height) == (512, 512)
     assert (private_media / prediction.image.name).read_bytes() == buffer.getvalue()  # stored untouched
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "stored_as", "content_type"),
+    [("photo.avif", "AVIF", ".avif", "image/avif"), ("photo.jfif", "JPEG", ".jpg", "image/jpeg")],
+)
+def test_avif_and_jfif_photos_are_accepted_and_served_as_what_they_are(
+    client, private_media, name, fmt, stored_as, content_type
+):
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buffer, format=fmt)
+
+    response = post_files(client, SimpleUploadedFile(name, buffer.getvalue()))
+
+    assert response.status_code == 302, response.content.decode()
+    prediction = Prediction.objects.get()
+    assert prediction.image.name.endswith(stored_as)
+    assert (private_media / prediction.image.name).read_bytes() == buffer.getvalue()
+    assert client.get(f"/p/{prediction.id}/image/")["Content-Type"] == content_type
 
 
 def test_truncated_heic_is_rejected_as_incomplete(client, private_media, sideways_heic):
