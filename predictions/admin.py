@@ -46,7 +46,7 @@ class PredictionAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_display_links = ("thumbnail_tag", "original_name")
-    list_filter = ("status", "model_version")
+    list_filter = ("status", "model_version", "as_one_face")
     search_fields = ("owner__username", "owner__email", "session_key")
     date_hierarchy = "created_at"
     readonly_fields = (
@@ -59,6 +59,7 @@ class PredictionAdmin(admin.ModelAdmin):
         "original_name",
         "image_width",
         "image_height",
+        "as_one_face",
         "status",
         "error",
         "model_version",

@@ -36,6 +36,9 @@ class Prediction(models.Model):
     thumbnail = models.FileField(upload_to=_thumbnail_to, max_length=255, blank=True)
     image_width = models.PositiveIntegerField(null=True, blank=True)
     image_height = models.PositiveIntegerField(null=True, blank=True)
+    #: The sender says the photo is a face (a tight crop): where no face is found, the engine reads the
+    #: whole photo as one (`whole_image_fallback`), and says it did so (`Face.detected` false).
+    as_one_face = models.BooleanField("read as one face", default=False)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.CharField(max_length=500, blank=True)

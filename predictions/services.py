@@ -175,6 +175,24 @@ def prediction_rerun(*, prediction: Prediction) -> None:
         _enqueue_on_commit(prediction.pk)
 
 
+class NotReadableAsOneFace(ValueError):
+    """Only a photo in which no face was found can be read again as one face."""
+
+
+def prediction_read_as_one_face(*, prediction: Prediction) -> None:
+    """The sender says the photo is a face: queue it again with the whole-image fallback on."""
+    with transaction.atomic():
+        locked = Prediction.objects.select_for_update().get(pk=prediction.pk)
+        if locked.status != Prediction.Status.DONE or locked.faces.exists() or locked.as_one_face:
+            raise NotReadableAsOneFace("Only a photo in which no face was found can be read as one face.")
+        locked.as_one_face = True
+        locked.status = Prediction.Status.QUEUED
+        locked.error = ""
+        locked.started_at = locked.finished_at = None
+        locked.save(update_fields=["as_one_face", "status", "error", "started_at", "finished_at"])
+        _enqueue_on_commit(locked.pk)
+
+
 def prediction_delete(*, prediction: Prediction) -> None:
     """Delete a prediction, its faces and its stored files (files go once the delete has committed)."""
     with transaction.atomic():

@@ -17,7 +17,7 @@ from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from predictions import selectors, services
 from predictions.forms import UploadForm
@@ -70,6 +70,7 @@ def status_payload(prediction: Prediction) -> dict:
         "image_width": prediction.image_width,
         "image_height": prediction.image_height,
         "face_count": len(faces),
+        "as_one_face": prediction.as_one_face,
         "faces": faces,
         "created_at": prediction.created_at.isoformat(),
         "started_at": prediction.started_at.isoformat() if prediction.started_at else None,
@@ -131,11 +132,23 @@ def _face_boxes(payload: dict) -> list[dict]:
     return boxes
 
 
+def _offer_as_one_face(payload: dict) -> bool:
+    return payload["status"] == "done" and not payload["faces"] and not payload["as_one_face"]
+
+
 @require_GET
 def detail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
     prediction = _get_prediction_or_404(request, prediction_id)
     payload = status_payload(prediction)
-    context = {"prediction": prediction, "boxes": _face_boxes(payload)}
+    can_change = prediction == selectors.prediction_get_for_viewer(
+        prediction_id=prediction.id, user=request.user, session_key=_visitor_key(request), for_change=True
+    )
+    context = {
+        "prediction": prediction,
+        "boxes": _face_boxes(payload),
+        "can_change": can_change,
+        "offer_as_one_face": _offer_as_one_face(payload),
+    }
     return render(request, "predictions/detail.html", context)
 
 
@@ -184,6 +197,17 @@ def delete(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
         messages.success(request, f"Deleted {prediction.original_name}.")
         return redirect("predictions:history")
     return render(request, "predictions/delete.html", {"prediction": prediction})
+
+
+@require_POST
+def read_as_one_face(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
+    """The sender says "it is a face": a photo in which no face was found is read again, all of it as one."""
+    prediction = _get_prediction_or_404(request, prediction_id, for_change=True)
+    try:
+        services.prediction_read_as_one_face(prediction=prediction)
+    except services.NotReadableAsOneFace as exc:
+        return HttpResponse(str(exc), status=409, content_type="text/plain; charset=utf-8")
+    return redirect("predictions:detail", prediction_id=prediction.id)
 
 
 @require_GET

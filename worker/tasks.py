@@ -72,7 +72,7 @@ def _run(prediction: Prediction) -> str:
     predictor = get_predictor()
     started = time.perf_counter()
     try:
-        faces = predictor.predict(data)
+        faces = predictor.predict(data, whole_image_fallback=prediction.as_one_face)
     except ImageError as exc:
         services.prediction_fail(
             prediction_id=prediction.id, error=str(exc), model_version=predictor.model_version

@@ -78,6 +78,8 @@
   function renderFaces(data) {
     var boxes = document.getElementById("boxes");
     var faces = document.getElementById("faces");
+    var asOneFace = document.getElementById("as-one-face");
+    if (asOneFace) asOneFace.hidden = !(data.status === "done" && !data.faces.length && !data.as_one_face);
     boxes.innerHTML = "";
     faces.innerHTML = "";
     if (data.status === "failed") {
@@ -110,6 +112,10 @@
       item.appendChild(el("span", { class: "gender" }, face.gender));
       item.appendChild(document.createTextNode(" "));
       item.appendChild(el("span", { class: "confidence" }, "(" + Math.round(100 * face.gender_confidence) + "% sure)"));
+      if (!face.detected) {
+        item.appendChild(document.createTextNode(" "));
+        item.appendChild(el("span", { class: "undetected" }, "· no face was detected: the whole photo was read as one"));
+      }
       list.appendChild(item);
     });
     faces.appendChild(list);

@@ -105,3 +105,36 @@ def test_an_iphone_photo_shows_in_the_browser_with_its_box(
     )
     assert shown == [True, 384, 512]  # decoded by the browser, upright
     assert "female" in browser.find_element(By.ID, "faces").text
+
+
+def test_a_close_crop_without_a_found_face_is_read_as_one_face_on_request(
+    live_server, celery_worker, browser, no_face_jpeg, tmp_path
+):
+    """The offer appears once the page learns (by polling) that no face was found; taking it reads the
+    whole photo as one face, which the page then says was not detected."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = tmp_path / "crop.jpg"
+    photo.write_bytes(no_face_jpeg)
+    browser.get(live_server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
+    offer = browser.find_element(By.ID, "as-one-face")
+    if browser.find_element(By.ID, "result").get_attribute("data-finished") == "false":
+        assert not offer.is_displayed()  # hidden while the photo is being read
+
+    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done"))
+    WebDriverWait(browser, 10).until(ec.visibility_of(offer))
+    assert "No face found" in browser.find_element(By.ID, "faces").text
+    offer.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    WebDriverWait(browser, 240).until(
+        ec.text_to_be_present_in_element(
+            (By.ID, "faces"), "no face was detected: the whole photo was read as one"
+        )
+    )
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#boxes .box")) == 1
+    assert not browser.find_element(By.ID, "as-one-face").is_displayed()
