@@ -21,10 +21,11 @@ FACE_KEYS = [
 ]
 
 
-def test_predict_prints_the_schema_for_files_and_folders(tmp_path, astronaut):
+def test_predict_prints_the_schema_for_files_and_folders(tmp_path, astronaut, sideways_heic):
     folder = tmp_path / "photos"
     (folder / "nested").mkdir(parents=True)
     (folder / "nested" / "astronaut.jpg").write_bytes(to_jpeg(astronaut))
+    (folder / "nested" / "IMG_0042.HEIC").write_bytes(sideways_heic)  # an iPhone photo, taken sideways
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (folder / "notes.txt").write_text("ignored: not an image suffix")
     single = tmp_path / "single.jpg"
@@ -41,9 +42,12 @@ def test_predict_prints_the_schema_for_files_and_folders(tmp_path, astronaut):
     assert [line["file"] for line in lines] == [
         str(single),
         str(folder / "broken.png"),
+        str(folder / "nested" / "IMG_0042.HEIC"),
         str(folder / "nested" / "astronaut.jpg"),
     ]
-    good, broken, nested = lines
+    good, broken, iphone, nested = lines
+    assert [face["gender"] for face in iphone["faces"]] == ["female"]
+    assert iphone["faces"][0]["box"][3] < 300  # found upright: her face in the top of the portrait
     assert list(good) == ["file", "faces"] and list(nested) == ["file", "faces"]
     assert list(broken) == ["file", "error"] and "image" in broken["error"]
     [face] = good["faces"]
