@@ -205,8 +205,8 @@ def read_as_one_face(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResp
     prediction = _get_prediction_or_404(request, prediction_id, for_change=True)
     try:
         services.prediction_read_as_one_face(prediction=prediction)
-    except services.NotReadableAsOneFace as exc:
-        return HttpResponse(str(exc), status=409, content_type="text/plain; charset=utf-8")
+    except services.NotReadableAsOneFace as exc:  # e.g. the button pressed twice: say so on the page
+        messages.info(request, str(exc))
     return redirect("predictions:detail", prediction_id=prediction.id)
 
 

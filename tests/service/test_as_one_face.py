@@ -49,8 +49,10 @@ def test_a_photo_without_faces_is_read_as_one_face_when_its_sender_says_so(
     page = client.get(f"/p/{prediction.id}/").content.decode()
     assert not offered(page)
     assert "no face was detected: the whole photo was read as one" in page
-    # Once is enough: asking again is refused, and nothing is queued.
-    assert client.post(f"/p/{prediction.id}/as-one-face/").status_code == 409
+    # Once is enough: asking again (the button pressed twice) changes nothing and says why.
+    refused = client.post(f"/p/{prediction.id}/as-one-face/", follow=True)
+    assert "Only a photo in which no face was found" in refused.content.decode()
+    assert wait_until_finished(client, prediction.id)["seen_statuses"] == ["done"]
 
 
 @pytest.fixture
@@ -83,10 +85,10 @@ def test_a_photo_with_faces_is_not_read_as_one_face(done_with_a_face, django_cap
     assert not offered(owner.get(f"/p/{done_with_a_face.id}/").content.decode())
 
     with django_capture_on_commit_callbacks() as callbacks:
-        response = owner.post(f"/p/{done_with_a_face.id}/as-one-face/")
+        response = owner.post(f"/p/{done_with_a_face.id}/as-one-face/", follow=True)
 
-    assert response.status_code == 409
-    assert "no face was found" in response.content.decode()
+    assert response.redirect_chain == [(f"/p/{done_with_a_face.id}/", 302)]
+    assert "Only a photo in which no face was found can be read as one face." in response.content.decode()
     assert callbacks == []
     done_with_a_face.refresh_from_db()
     assert done_with_a_face.status == "done" and not done_with_a_face.as_one_face
