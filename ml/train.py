@@ -32,7 +32,7 @@ DEFAULT_DATA = (str(DATASETS_DIR / "utkface"), str(DATASETS_DIR / "aaf-train"))
 
 #: Training faces on which the gender expert's weight is fitted when no calibration faces are held out.
 EXPERT_FIT_FACES = 4096
-#: Training faces the range's widening for small faces is fitted on (`fit_small_faces`).
+#: Training faces the range's widenings for small and blurred faces are fitted on (`fit_range_widenings`).
 SMALL_FACE_FIT_FACES = 2048
 #: Blend weights tried for the gender expert (0 = our head alone, 1 = the expert alone).
 EXPERT_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))
@@ -972,8 +972,7 @@ def finish(
     scale_probs = predict_chips(model, scale_set.inputs()) if calibrated else val_probs
     interval_scale = fit_interval_scale(scale_probs["age"], scale_set.ages, coverage=0.8)
     widening_faces = train_set.take(np.sort(pick[:SMALL_FACE_FIT_FACES]))
-    small_faces = fit_small_faces(model, widening_faces)
-    blurred_faces = fit_blurred_faces(model, widening_faces)
+    small_faces, blurred_faces = fit_range_widenings(model, widening_faces)
     metrics = evaluate_chips(val_probs, val_set, interval_scale)
     metrics["small_faces"] = small_faces
     metrics["blurred_faces"] = blurred_faces
@@ -1008,67 +1007,57 @@ def finish(
     return metrics
 
 
-def fit_small_faces(model, faces: ChipSet) -> dict:
-    """The range's widening factors for faces small in the photo (`ml.calibration.fit_small_face_widening`),
-    fitted on these training faces made small as the alignment would see them (`ml.alignment.as_if_small`,
-    each input in its own framing)."""
-    from ml.alignment import as_if_small, native_eye_distance
+def fit_range_widenings(model, faces: ChipSet) -> tuple[dict, dict]:
+    """The range's widening factors for faces small in the photo (`ml.calibration.fit_small_face_widening`)
+    and for blurred faces (`ml.calibration.fit_blurred_face_widening`, by the sharpness of the face-framing
+    chip, our chip for a model without one), fitted on these training faces made small
+    (`ml.alignment.as_if_small`) or blurred (`ml.alignment.as_if_blurred`) as the alignment would see
+    them, each input in its own framing. Both compare with the faces as they are, predicted once."""
+    from ml.alignment import as_if_blurred, as_if_small, native_eye_distance
     from ml.artifact import input_geometry
-    from ml.calibration import fit_small_face_widening
-
-    stored = {"image": faces.chips} if faces.faces is None else {"image": faces.chips, "face": faces.faces}
-
-    def predict(eye_px):
-        inputs = {
-            name: (chips if eye_px is None else as_if_small(chips, eye_px, input_geometry(name)))
-            for name, chips in stored.items()
-        }
-        inputs = {name: chips.astype(np.float32) for name, chips in inputs.items()}
-        return predict_chips(model, inputs if faces.faces is not None else inputs["image"])["age"]
-
-    table = fit_small_face_widening(predict, faces.ages)
-    table["native_eye_px"] = round(
-        max(native_eye_distance(chips.shape[1], input_geometry(name)) for name, chips in stored.items()), 2
-    )
-    print(f"small faces: range widened by {table}", flush=True)
-    return table
-
-
-def fit_blurred_faces(model, faces: ChipSet) -> dict:
-    """The range's widening for blurred faces (`ml.calibration.fit_blurred_face_widening`), fitted on these
-    training faces blurred as a photo out of focus blurs each input's chip (`ml.alignment.as_if_blurred`),
-    by the sharpness of the face-framing chip (our chip for a model without one)."""
-    from ml.alignment import as_if_blurred
-    from ml.artifact import input_geometry
-    from ml.calibration import chip_sharpness, fit_blurred_face_widening
+    from ml.calibration import chip_sharpness, fit_blurred_face_widening, fit_small_face_widening
 
     stored = {"image": faces.chips} if faces.faces is None else {"image": faces.chips, "face": faces.faces}
     measured = "image" if faces.faces is None else "face"
-    blurred: dict = {}
 
-    def inputs(blur):
-        if blur not in blurred:
-            blurred.clear()  # one blur's chips at a time
-            blurred[blur] = {
-                name: (chips if blur is None else as_if_blurred(chips, blur, input_geometry(name)))
-                for name, chips in stored.items()
-            }
-        return blurred[blur]
+    def ages_of(inputs: dict) -> np.ndarray:
+        inputs = {name: chips.astype(np.float32) for name, chips in inputs.items()}
+        return predict_chips(model, inputs if faces.faces is not None else inputs["image"])["age"]
 
-    def predict(blur):
-        chips = {name: value.astype(np.float32) for name, value in inputs(blur).items()}
-        return predict_chips(model, chips if faces.faces is not None else chips["image"])["age"]
+    clean = ages_of(stored)
 
-    table = fit_blurred_face_widening(
-        predict, lambda blur: chip_sharpness(inputs(blur)[measured]), faces.ages
+    def spoilt_by(spoil):
+        """`inputs(level)`: the faces spoilt at that level (None: as they are), the last level's kept;
+        `predict(level)`: their age distributions."""
+        last: dict = {}
+
+        def inputs(level):
+            if level is None:
+                return stored
+            if level not in last:
+                last.clear()  # one level's chips at a time
+                last[level] = {name: spoil(x, level, input_geometry(name)) for name, x in stored.items()}
+            return last[level]
+
+        return inputs, lambda level: clean if level is None else ages_of(inputs(level))
+
+    _, predict_small = spoilt_by(as_if_small)
+    small = fit_small_face_widening(predict_small, faces.ages)
+    small["native_eye_px"] = round(
+        max(native_eye_distance(chips.shape[1], input_geometry(name)) for name, chips in stored.items()), 2
     )
-    table["input"] = measured
-    print(f"blurred faces: range widened by {table}", flush=True)
-    return table
+    print(f"small faces: range widened by {small}", flush=True)
+    blurred_inputs, predict_blurred = spoilt_by(as_if_blurred)
+    blurred = fit_blurred_face_widening(
+        predict_blurred, lambda blur: chip_sharpness(blurred_inputs(blur)[measured]), faces.ages
+    )
+    blurred["input"] = measured
+    print(f"blurred faces: range widened by {blurred}", flush=True)
+    return small, blurred
 
 
 def refit_small_faces(model_dir: str | Path, config: TrainConfig, version: str | None = None) -> dict:
-    """Fit the range's widenings for small and for blurred faces (`fit_small_faces`, `fit_blurred_faces`)
+    """Fit the range's widenings for small and for blurred faces (`fit_range_widenings`)
     of a finished model and write them into its manifest (and `metrics.json`), on the training faces
     `finish` would use; the model file, its weights and sha256 stay as they are.
     `python -m ml small-faces MODEL_DIR`."""
@@ -1083,7 +1072,8 @@ def refit_small_faces(model_dir: str | Path, config: TrainConfig, version: str |
     train_set, _, _ = _load_sets(config, "face" in manifest.get("inputs", {}))
     pick = np.random.default_rng(config.seed).permutation(len(train_set.chips))[:SMALL_FACE_FIT_FACES]
     faces = train_set.take(np.sort(pick))
-    tables = {"small_faces": fit_small_faces(model, faces), "blurred_faces": fit_blurred_faces(model, faces)}
+    small_faces, blurred_faces = fit_range_widenings(model, faces)
+    tables = {"small_faces": small_faces, "blurred_faces": blurred_faces}
     manifest["interval"].update(tables)
     manifest.setdefault("metrics", {}).update(tables)
     if version:
