@@ -67,6 +67,11 @@ class Prediction(models.Model):
         return self.status in (self.Status.DONE, self.Status.FAILED)
 
     @property
+    def readable_as_one_face(self) -> bool:
+        """Finished with no face found, and not yet read as one face: its sender may ask for that."""
+        return self.status == self.Status.DONE and not self.as_one_face and not self.faces.all()
+
+    @property
     def total_ms(self) -> int | None:
         if self.finished_at is None:
             return None

@@ -19,6 +19,15 @@ def _owned_by(*, user: AbstractBaseUser | AnonymousUser, session_key: str) -> Q:
     return Q(pk__in=[])
 
 
+def prediction_is_owned_by(
+    prediction: Prediction, *, user: AbstractBaseUser | AnonymousUser, session_key: str
+) -> bool:
+    """`_owned_by` for a prediction already loaded: may this viewer change it (no query)."""
+    if user.is_authenticated:
+        return prediction.owner_id == user.pk
+    return bool(session_key) and prediction.owner_id is None and prediction.session_key == session_key
+
+
 def prediction_list_for_viewer(
     *, user: AbstractBaseUser | AnonymousUser, session_key: str
 ) -> QuerySet[Prediction]:

@@ -183,7 +183,7 @@ def prediction_read_as_one_face(*, prediction: Prediction) -> None:
     """The sender says the photo is a face: queue it again with the whole-image fallback on."""
     with transaction.atomic():
         locked = Prediction.objects.select_for_update().get(pk=prediction.pk)
-        if locked.status != Prediction.Status.DONE or locked.faces.exists() or locked.as_one_face:
+        if not locked.readable_as_one_face:
             raise NotReadableAsOneFace("Only a photo in which no face was found can be read as one face.")
         locked.as_one_face = True
         locked.status = Prediction.Status.QUEUED

@@ -132,23 +132,14 @@ def _face_boxes(payload: dict) -> list[dict]:
     return boxes
 
 
-def _offer_as_one_face(payload: dict) -> bool:
-    return payload["status"] == "done" and not payload["faces"] and not payload["as_one_face"]
-
-
 @require_GET
 def detail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
     prediction = _get_prediction_or_404(request, prediction_id)
     payload = status_payload(prediction)
-    can_change = prediction == selectors.prediction_get_for_viewer(
-        prediction_id=prediction.id, user=request.user, session_key=_visitor_key(request), for_change=True
+    can_change = selectors.prediction_is_owned_by(
+        prediction, user=request.user, session_key=_visitor_key(request)
     )
-    context = {
-        "prediction": prediction,
-        "boxes": _face_boxes(payload),
-        "can_change": can_change,
-        "offer_as_one_face": _offer_as_one_face(payload),
-    }
+    context = {"prediction": prediction, "boxes": _face_boxes(payload), "can_change": can_change}
     return render(request, "predictions/detail.html", context)
 
 
