@@ -39,6 +39,13 @@ def prediction_list_for_viewer(
     )
 
 
+def _readable_by(*, user: AbstractBaseUser | AnonymousUser, session_key: str, for_change: bool) -> Q:
+    """The owner's rule; staff may also read (not change) any prediction."""
+    if not for_change and getattr(user, "is_staff", False):
+        return Q()
+    return _owned_by(user=user, session_key=session_key)
+
+
 def prediction_get_for_viewer(
     *,
     prediction_id: uuid.UUID,
@@ -47,7 +54,16 @@ def prediction_get_for_viewer(
     for_change: bool = False,
 ) -> Prediction | None:
     """The prediction if the viewer owns it (staff may also read any). None otherwise."""
-    rule = _owned_by(user=user, session_key=session_key)
-    if not for_change and getattr(user, "is_staff", False):
-        rule = Q()
+    rule = _readable_by(user=user, session_key=session_key, for_change=for_change)
     return Prediction.objects.filter(rule, pk=prediction_id).prefetch_related("faces").first()
+
+
+def prediction_list_by_ids_for_viewer(
+    *, prediction_ids: list[uuid.UUID], user: AbstractBaseUser | AnonymousUser, session_key: str
+) -> list[Prediction]:
+    """Those of the given predictions the viewer may read, in the order given, each once."""
+    rule = _readable_by(user=user, session_key=session_key, for_change=False)
+    found = {
+        p.pk: p for p in Prediction.objects.filter(rule, pk__in=prediction_ids).prefetch_related("faces")
+    }
+    return [found[pk] for pk in dict.fromkeys(prediction_ids) if pk in found]

@@ -6,6 +6,7 @@ import mimetypes
 import secrets
 import uuid
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -26,6 +27,7 @@ from predictions.signals import VISITOR_KEY
 from predictions.uploads import UploadRejected, allowed_extensions_text, check_image_upload
 
 HISTORY_PAGE_SIZE = 12
+MAX_RESULTS_PER_PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def status_payload(prediction: Prediction) -> dict:
 
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
+    """Accepted photos are stored and queued, then the browser is sent to their results (post/redirect/get:
+    reloading never uploads again); a file refused is named with its reason, and the others go on."""
     outcomes: list[UploadOutcome] = []
     if request.method == "POST":
         form = UploadForm(request.POST, request.FILES)
@@ -96,12 +100,18 @@ def upload(request: HttpRequest) -> HttpResponse:
                     upload=upload_file, checked=checked, owner=owner, session_key=session_key
                 )
                 outcomes.append(UploadOutcome(name=upload_file.name or "?", prediction=prediction))
-            if len(outcomes) == 1 and outcomes[0].prediction is not None:
-                return redirect("predictions:detail", prediction_id=outcomes[0].prediction.id)
+            accepted = [outcome.prediction for outcome in outcomes if outcome.prediction is not None]
+            if accepted:
+                for outcome in outcomes:
+                    if outcome.error:
+                        messages.error(request, f"{outcome.name}: {outcome.error}")
+                if len(accepted) == 1:
+                    return redirect("predictions:detail", prediction_id=accepted[0].id)
+                ids = ",".join(str(prediction.id) for prediction in accepted)
+                return redirect(f"{reverse('predictions:results')}?{urlencode({'ids': ids})}")
             form = UploadForm()
     else:
         form = UploadForm()
-    any_rejected = any(outcome.error for outcome in outcomes)
     context = {
         "form": form,
         "outcomes": outcomes,
@@ -109,7 +119,7 @@ def upload(request: HttpRequest) -> HttpResponse:
         "max_upload_mb": settings.AGEGENDER_MAX_UPLOAD_BYTES // (1024 * 1024),
         "max_files": settings.AGEGENDER_MAX_FILES_PER_UPLOAD,
     }
-    status = 400 if (form.errors or (any_rejected and not any(o.prediction for o in outcomes))) else 200
+    status = 400 if (form.errors or outcomes) else 200  # outcomes here: every file was refused
     return render(request, "predictions/upload.html", context, status=status)
 
 
@@ -141,6 +151,39 @@ def detail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
     )
     context = {"prediction": prediction, "boxes": _face_boxes(payload), "can_change": can_change}
     return render(request, "predictions/detail.html", context)
+
+
+@require_GET
+def results(request: HttpRequest) -> HttpResponse:
+    """Several photos of one upload on one page, each updating by itself: `?ids=<uuid>,<uuid>,...`.
+    Only the viewer's own photos are shown (staff: any); 404 when none of them is."""
+    try:
+        ids = [uuid.UUID(part.strip()) for part in request.GET.get("ids", "").split(",") if part.strip()]
+    except ValueError:
+        raise Http404("No such predictions.") from None
+    if not ids or len(ids) > MAX_RESULTS_PER_PAGE:
+        raise Http404("No such predictions.")
+    session_key = _visitor_key(request)
+    predictions = selectors.prediction_list_by_ids_for_viewer(
+        prediction_ids=ids, user=request.user, session_key=session_key
+    )
+    if not predictions:
+        raise Http404("No such predictions.")
+    cards = [
+        {
+            "prediction": p,
+            "boxes": _face_boxes(status_payload(p)),
+            "can_change": selectors.prediction_is_owned_by(p, user=request.user, session_key=session_key),
+        }
+        for p in predictions
+    ]
+    context = {
+        "cards": cards,
+        "all_finished": all(p.is_finished for p in predictions),
+        "finished_count": sum(p.is_finished for p in predictions),
+        "face_count": sum(len(card["boxes"]) for card in cards),
+    }
+    return render(request, "predictions/results.html", context)
 
 
 @require_GET

@@ -1,5 +1,5 @@
 // Progressive enhancement: the pages work without this file.
-// Upload page: drag-and-drop and previews. Result page: poll the JSON status and draw the boxes.
+// Upload page: drag-and-drop and previews. Result pages: poll the JSON status and draw the boxes.
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
@@ -75,10 +75,11 @@
 
   function pct(value, total) { return (100 * value / (total || 1)).toFixed(3) + "%"; }
 
-  function renderFaces(data) {
-    var boxes = document.getElementById("boxes");
-    var faces = document.getElementById("faces");
-    var asOneFace = document.getElementById("as-one-face");
+  // One photo's result (`article.result`, from _result_body.html): redraw its boxes and face lines.
+  function renderFaces(card, data) {
+    var boxes = card.querySelector(".boxes");
+    var faces = card.querySelector(".faces");
+    var asOneFace = card.querySelector(".as-one-face");
     if (asOneFace) asOneFace.hidden = !(data.status === "done" && !data.faces.length && !data.as_one_face);
     boxes.innerHTML = "";
     faces.innerHTML = "";
@@ -121,29 +122,40 @@
     faces.appendChild(list);
   }
 
-  var result = document.getElementById("result");
-  if (result && result.dataset.finished !== "true") {
-    poll(result.dataset.statusUrl, function (data) {
-      setStatus(document.getElementById("status"), data);
-      document.getElementById("error").textContent = data.error;
+  // The results page of several photos: "N of M photos finished · K faces found".
+  var summary = document.getElementById("summary");
+  function updateSummary() {
+    if (!summary) return;
+    var cards = document.querySelectorAll("article.result");
+    var finished = 0;
+    Array.prototype.forEach.call(cards, function (card) { if (card.dataset.finished === "true") finished += 1; });
+    var faceCount = document.querySelectorAll("article.result .face").length;
+    summary.querySelector(".finished-count").textContent = finished;
+    summary.querySelector(".face-count").textContent = faceCount;
+    summary.querySelector(".face-plural").textContent = faceCount === 1 ? "" : "s";
+  }
+
+  // Every unfinished result on the page (one on a photo's page, several on an upload's) polls its status.
+  Array.prototype.forEach.call(document.querySelectorAll("article.result[data-status-url]"), function (card) {
+    if (card.dataset.finished === "true") return;
+    poll(card.dataset.statusUrl, function (data) {
+      setStatus(card.querySelector(".status"), data);
+      card.querySelector(".error").textContent = data.error;
       if (data.finished) {
-        var meta = result.querySelector(".meta");
+        card.dataset.finished = "true";
+        var meta = card.querySelector(".meta");
         if (meta && data.model_version && meta.textContent.indexOf("Model ") === -1) {
           meta.insertBefore(document.createTextNode("Model " + data.model_version + " · "), meta.firstChild);
         }
-        renderFaces(data);
+        renderFaces(card, data);
+        updateSummary();
       }
     });
-  }
+  });
 
   Array.prototype.forEach.call(document.querySelectorAll("form[data-confirm]"), function (node) {
     node.addEventListener("submit", function (event) {
       if (!window.confirm(node.getAttribute("data-confirm"))) event.preventDefault();
     });
-  });
-
-  Array.prototype.forEach.call(document.querySelectorAll(".outcome [data-status-url]"), function (node) {
-    if (/status-(done|failed)/.test(node.className)) return;
-    poll(node.getAttribute("data-status-url"), function (data) { setStatus(node, data); });
   });
 })();

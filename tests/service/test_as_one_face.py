@@ -22,7 +22,7 @@ def upload(client, name: str, content: bytes) -> Prediction:
 
 def offered(page: str) -> bool:
     """Whether the page shows the "read the whole photo as one face" form (present and not hidden)."""
-    form = re.search(r'<form[^>]*id="as-one-face"[^>]*>', page)
+    form = re.search(r'<form[^>]*class="as-one-face"[^>]*>', page)
     return form is not None and " hidden" not in form.group(0)
 
 

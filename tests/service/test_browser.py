@@ -15,6 +15,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pyte
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# On a photo's own page (`#result`): its status badge and its boxes.
+RESULT_STATUS = ("css selector", "#result .status")
+RESULT_BOXES = ("css selector", "#result .boxes .box")
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +57,16 @@ def test_upload_then_boxes_appear_without_reload(
     assert browser.current_url == f"{live_server.url}/p/{prediction.id}/"
     browser.execute_script("window.__sameDocument = true;")  # survives only if the page is never reloaded
 
-    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done"))
+    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
     boxes = WebDriverWait(browser, 10).until(
-        ec.visibility_of_all_elements_located((By.CSS_SELECTOR, "#boxes .box"))
+        ec.visibility_of_all_elements_located((By.CSS_SELECTOR, "#result .boxes .box"))
     )
     if screenshot := os.environ.get("AGEGENDER_SCREENSHOT"):  # `make screenshot` keeps the picture
         browser.save_screenshot(screenshot)
 
     assert browser.execute_script("return window.__sameDocument === true;")
     assert len(boxes) == 1
-    photo_rect = browser.find_element(By.ID, "photo").rect
+    photo_rect = browser.find_element(By.CSS_SELECTOR, "#result .photo").rect
     box_rect = boxes[0].rect
     assert box_rect["width"] > 10 and box_rect["height"] > 10
     # The box sits where the engine found the face, scaled to the displayed photo.
@@ -76,7 +79,7 @@ def test_upload_then_boxes_appear_without_reload(
         photo_rect["x"] <= box_rect["x"]
         and box_rect["x"] + box_rect["width"] <= photo_rect["x"] + photo_rect["width"] + 1
     )
-    faces_text = browser.find_element(By.ID, "faces").text
+    faces_text = browser.find_element(By.CSS_SELECTOR, "#result .faces").text
     assert "Age" in faces_text and "female" in faces_text and "% sure" in faces_text
 
 
@@ -97,14 +100,14 @@ def test_an_iphone_photo_shows_in_the_browser_with_its_box(
     assert not browser.find_elements(By.CSS_SELECTOR, "#previews img")
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
-    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done"))
-    WebDriverWait(browser, 10).until(ec.visibility_of_all_elements_located((By.CSS_SELECTOR, "#boxes .box")))
+    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
+    WebDriverWait(browser, 10).until(ec.visibility_of_all_elements_located(RESULT_BOXES))
     shown = browser.execute_script(
-        "var img = document.getElementById('photo');"
+        "var img = document.querySelector('#result .photo');"
         "return [img.complete, img.naturalWidth, img.naturalHeight];"
     )
     assert shown == [True, 384, 512]  # decoded by the browser, upright
-    assert "female" in browser.find_element(By.ID, "faces").text
+    assert "female" in browser.find_element(By.CSS_SELECTOR, "#result .faces").text
 
 
 def test_a_close_crop_without_a_found_face_is_read_as_one_face_on_request(
@@ -122,19 +125,60 @@ def test_a_close_crop_without_a_found_face_is_read_as_one_face_on_request(
     browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
-    offer = browser.find_element(By.ID, "as-one-face")
+    offer = browser.find_element(By.CSS_SELECTOR, "#result .as-one-face")
     if browser.find_element(By.ID, "result").get_attribute("data-finished") == "false":
         assert not offer.is_displayed()  # hidden while the photo is being read
 
-    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element((By.ID, "status"), "Done"))
+    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
     WebDriverWait(browser, 10).until(ec.visibility_of(offer))
-    assert "No face found" in browser.find_element(By.ID, "faces").text
+    assert "No face found" in browser.find_element(By.CSS_SELECTOR, "#result .faces").text
     offer.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
     WebDriverWait(browser, 240).until(
         ec.text_to_be_present_in_element(
-            (By.ID, "faces"), "no face was detected: the whole photo was read as one"
+            (By.CSS_SELECTOR, "#result .faces"), "no face was detected: the whole photo was read as one"
         )
     )
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#boxes .box")) == 1
-    assert not browser.find_element(By.ID, "as-one-face").is_displayed()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#result .boxes .box")) == 1
+    assert not browser.find_element(By.CSS_SELECTOR, "#result .as-one-face").is_displayed()
+
+
+def test_several_photos_show_their_faces_together_without_reload(
+    live_server, celery_worker, browser, astronaut_jpeg, no_face_jpeg, tmp_path
+):
+    """An upload of several photos lands on one page where every photo gets its boxes and face lines as
+    its job finishes; a refused file is named with its reason on that page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    files = {"astronaut.jpg": astronaut_jpeg, "gradient.jpg": no_face_jpeg, "notes.txt": b"not a photo"}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    browser.get(live_server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(
+        "\n".join(str(tmp_path / name) for name in files)
+    )
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "summary")))
+    astronaut = Prediction.objects.get(original_name="astronaut.jpg")
+    gradient = Prediction.objects.get(original_name="gradient.jpg")
+    assert browser.current_url == f"{live_server.url}/results/?ids={astronaut.id}%2C{gradient.id}"
+    assert "notes.txt" in browser.find_element(By.CSS_SELECTOR, ".messages").text
+    browser.execute_script("window.__sameDocument = true;")
+
+    WebDriverWait(browser, 240).until(
+        ec.text_to_be_present_in_element((By.ID, "summary"), "2 of 2 photos finished · 1 face found")
+    )
+    cards = browser.find_elements(By.CSS_SELECTOR, "article.result")
+    assert [card.find_element(By.TAG_NAME, "h2").text for card in cards] == ["astronaut.jpg", "gradient.jpg"]
+    WebDriverWait(browser, 10).until(lambda _: cards[0].find_element(By.CSS_SELECTOR, ".box").is_displayed())
+    assert len(cards[0].find_elements(By.CSS_SELECTOR, ".boxes .box")) == 1
+    assert "female" in cards[0].find_element(By.CSS_SELECTOR, ".faces").text
+    assert cards[0].find_element(By.CSS_SELECTOR, ".status").text == "Done"
+    assert not cards[1].find_elements(By.CSS_SELECTOR, ".boxes .box")
+    assert "No face found" in cards[1].find_element(By.CSS_SELECTOR, ".faces").text
+    assert cards[1].find_element(By.CSS_SELECTOR, ".as-one-face").is_displayed()
+    assert not cards[0].find_element(By.CSS_SELECTOR, ".as-one-face").is_displayed()
+    assert browser.execute_script("return window.__sameDocument === true;")

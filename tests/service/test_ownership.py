@@ -79,6 +79,37 @@ def test_guessed_id_gets_404(alice, alice_prediction, endpoint):
     assert alice.get(endpoint.format(id=uuid.uuid4())).status_code == 404
 
 
+def test_the_results_page_of_an_upload_shows_only_the_viewers_own_photos(
+    alice, alice_prediction, astronaut_jpeg
+):
+    bob_user = make_user("bob")
+    bob_prediction = make_prediction(astronaut_jpeg, owner=bob_user)
+    bob = Client()
+    bob.force_login(bob_user)
+    both = f"/results/?ids={alice_prediction.id},{bob_prediction.id}"
+
+    alice_page = alice.get(both).content.decode()
+    assert f"/p/{alice_prediction.id}/" in alice_page and str(bob_prediction.id) not in alice_page
+    bob_page = bob.get(both).content.decode()
+    assert f"/p/{bob_prediction.id}/" in bob_page and str(alice_prediction.id) not in bob_page
+    assert Client().get(both).status_code == 404  # a stranger sees nothing, not an empty page
+    assert bob.get(f"/results/?ids={alice_prediction.id}").status_code == 404
+
+
+@pytest.mark.parametrize("query", ["", "?ids=", "?ids=not-a-uuid", "?ids={id},nope", "?ids={random}"])
+def test_results_page_with_no_readable_ids_is_404(alice, alice_prediction, query):
+    url = "/results/" + query.format(id=alice_prediction.id, random=uuid.uuid4())
+    assert alice.get(url).status_code == 404
+
+
+def test_staff_may_look_at_a_results_page_but_are_not_offered_changes(alice_prediction):
+    staff = Client()
+    staff.force_login(make_user("admin", is_staff=True))
+    response = staff.get(f"/results/?ids={alice_prediction.id}")
+    assert response.status_code == 200
+    assert "as-one-face" not in response.content.decode()
+
+
 def test_anonymous_session_owns_its_predictions_and_other_sessions_do_not(astronaut_jpeg):
     visitor, stranger = Client(), Client()
     visitor.post("/", {"images": [SimpleUploadedFile("me.jpg", astronaut_jpeg, content_type="image/jpeg")]})

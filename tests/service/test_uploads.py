@@ -91,17 +91,45 @@ def test_good_files_of_a_batch_go_on_when_one_is_rejected(
             jpeg("third.jpg", no_face_jpeg),
         )
 
-    assert response.status_code == 200
-    page = response.content.decode()
-    assert "broken.jpg" in page and "not an image" in page
-    created = list(Prediction.objects.order_by("original_name"))
+    created = list(Prediction.objects.order_by("created_at"))
     assert [p.original_name for p in created] == ["first.jpg", "third.jpg"]
     assert all(p.status == Prediction.Status.QUEUED for p in created)
+    # Post/redirect/get: the results page of both photos, in the order they were sent.
+    assert response.status_code == 302
+    assert response["Location"] == f"/results/?ids={created[0].id}%2C{created[1].id}"
+    page = client.get(response["Location"]).content.decode()
+    assert "broken.jpg" in page and "not an image" in page  # the refusal is said once, on that page
+    assert page.index(f"/p/{created[0].id}/") < page.index(f"/p/{created[1].id}/")
+    assert page.count('class="result card"') == 2
     for prediction in created:
-        assert f"/p/{prediction.id}/" in page
+        assert f"/p/{prediction.id}/status/" in page  # each card polls its own status
         assert (private_media / prediction.image.name).read_bytes() in (astronaut_jpeg, no_face_jpeg)
     assert len(stored_files(private_media)) == 2
     assert len(callbacks) == 2  # one job enqueued per accepted photo, after the commit
+    assert "broken.jpg" not in client.get(response["Location"]).content.decode()  # not on a reload
+
+
+def test_one_good_photo_beside_a_refused_one_goes_to_its_page_with_the_refusal_said(
+    client, astronaut_jpeg, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks():
+        response = post_files(client, jpeg("me.jpg", astronaut_jpeg), jpeg("empty.jpg", b""))
+
+    prediction = Prediction.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/p/{prediction.id}/"
+    page = client.get(response["Location"]).content.decode()
+    assert "empty.jpg" in page and "empty" in page.split("empty.jpg", 1)[1][:200]
+
+
+def test_when_every_file_is_refused_the_form_says_why_and_nothing_is_kept(client, private_media):
+    response = post_files(client, jpeg("a.jpg", b"nope"), jpeg("b.jpg", b"nor this"))
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Nothing was uploaded" in page and "a.jpg" in page and "b.jpg" in page
+    assert Prediction.objects.count() == 0
+    assert stored_files(private_media) == []
 
 
 def test_single_good_upload_redirects_to_its_result_page(
