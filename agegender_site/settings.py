@@ -147,8 +147,10 @@ AGEGENDER_ALLOWED_EXTENSIONS = env_list(
     "AGEGENDER_ALLOWED_EXTENSIONS", ["jpg", "jpeg", "jfif", "png", "webp", "heic", "heif", "avif"]
 )
 AGEGENDER_MAX_IMAGE_PIXELS = env_int("AGEGENDER_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000
-DATA_UPLOAD_MAX_NUMBER_FILES = AGEGENDER_MAX_FILES_PER_UPLOAD
-# Request bodies above this are refused before reaching the view (a whole batch).
+# The upload form refuses a batch of more than AGEGENDER_MAX_FILES_PER_UPLOAD photos with a message; only a
+# request of more files than this is refused by Django before the view (a 400 page), as abuse.
+DATA_UPLOAD_MAX_NUMBER_FILES = max(100, 5 * AGEGENDER_MAX_FILES_PER_UPLOAD)
+# Request bodies' non-file fields above this are refused before the view; files stream to disk above the next.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
+from django.template.defaultfilters import pluralize
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -21,6 +22,13 @@ class MultipleFileField(forms.FileField):
         files = [file for file in files if file]
         if not files:
             raise forms.ValidationError("Choose at least one photo.", code="required")
+        limit = settings.AGEGENDER_MAX_FILES_PER_UPLOAD
+        if len(files) > limit:
+            raise forms.ValidationError(
+                f"At most {limit} photo{pluralize(limit)} at a time: you chose {len(files)}. "
+                f"Send them in batches of {limit} or fewer.",
+                code="too_many",
+            )
         return files
 
 

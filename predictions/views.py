@@ -45,6 +45,10 @@ def _visitor_key(request: HttpRequest, *, create: bool = False) -> str:
     return key
 
 
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
 def _get_prediction_or_404(
     request: HttpRequest, prediction_id: uuid.UUID, *, for_change: bool = False
 ) -> Prediction:
@@ -106,17 +110,27 @@ def upload(request: HttpRequest) -> HttpResponse:
                     if outcome.error:
                         messages.error(request, f"{outcome.name}: {outcome.error}")
                 if len(accepted) == 1:
-                    return redirect("predictions:detail", prediction_id=accepted[0].id)
-                ids = ",".join(str(prediction.id) for prediction in accepted)
-                return redirect(f"{reverse('predictions:results')}?{urlencode({'ids': ids})}")
+                    location = reverse("predictions:detail", args=[accepted[0].id])
+                else:
+                    ids = ",".join(str(prediction.id) for prediction in accepted)
+                    location = f"{reverse('predictions:results')}?{urlencode({'ids': ids})}"
+                if _wants_json(request):  # the page's script uploads with progress, then goes there itself
+                    return JsonResponse({"location": location})
+                return redirect(location)
             form = UploadForm()
+        elif _wants_json(request):
+            return JsonResponse({"errors": form.errors.get("images", []), "refused": []}, status=400)
     else:
         form = UploadForm()
+    if outcomes and _wants_json(request):  # every file was refused
+        refused = [{"name": outcome.name, "error": outcome.error} for outcome in outcomes]
+        return JsonResponse({"errors": [], "refused": refused}, status=400)
     context = {
         "form": form,
         "outcomes": outcomes,
         "allowed_extensions": allowed_extensions_text(),
         "max_upload_mb": settings.AGEGENDER_MAX_UPLOAD_BYTES // (1024 * 1024),
+        "max_upload_bytes": settings.AGEGENDER_MAX_UPLOAD_BYTES,
         "max_files": settings.AGEGENDER_MAX_FILES_PER_UPLOAD,
     }
     status = 400 if (form.errors or outcomes) else 200  # outcomes here: every file was refused

@@ -18,14 +18,29 @@
     var zone = document.getElementById("dropzone");
     var previews = document.getElementById("previews");
     var accept = (input.getAttribute("accept") || "").split(",");
+    var progress = document.getElementById("upload-progress");
+    var button = form.querySelector("button[type=submit]");
+    var maxFiles = parseInt(form.dataset.maxFiles, 10) || 0;
+    var maxBytes = parseInt(form.dataset.maxBytes, 10) || 0;
+    var say = function (text, bad) {
+      progress.textContent = text;
+      progress.className = "upload-progress" + (bad ? " error" : "");
+    };
+    var tooMany = function () { return maxFiles > 0 && input.files.length > maxFiles; };
+    var tooManyText = function () {
+      return "At most " + maxFiles + " photos at a time: you chose " + input.files.length + ".";
+    };
 
     var showPreviews = function () {
       previews.innerHTML = "";
+      say(tooMany() ? tooManyText() : "", tooMany());
       Array.prototype.forEach.call(input.files, function (file) {
         var item = el("li");
         var ext = "." + file.name.split(".").pop().toLowerCase();
         if (accept.indexOf(ext) === -1) {
           item.appendChild(el("span", { class: "warn" }, "not an accepted type: "));
+        } else if (maxBytes > 0 && file.size > maxBytes) {
+          item.appendChild(el("span", { class: "warn" }, "too big: "));
         } else {
           var img = el("img", { alt: "" });
           img.addEventListener("error", function () {  // e.g. HEIC, which most browsers cannot show
@@ -50,6 +65,66 @@
         input.files = event.dataTransfer.files;
         showPreviews();
       }
+    });
+
+    // Refusals of a batch none of whose files was accepted, above the form (the files stay chosen).
+    var showRefusals = function (data) {
+      var old = document.getElementById("upload-errors");
+      if (old) old.parentNode.removeChild(old);
+      var section = el("section", { class: "outcomes", id: "upload-errors", "aria-label": "Upload results" });
+      section.appendChild(el("h2", {}, "Nothing was uploaded"));
+      var list = el("ul", { class: "outcome-list" });
+      (data.errors || []).forEach(function (text) {
+        list.appendChild(el("li", { class: "outcome rejected error" }, text));
+      });
+      (data.refused || []).forEach(function (refusal) {
+        var item = el("li", { class: "outcome rejected" });
+        item.appendChild(el("strong", {}, refusal.name));
+        item.appendChild(document.createTextNode(" "));
+        item.appendChild(el("span", { class: "error" }, refusal.error));
+        list.appendChild(item);
+      });
+      section.appendChild(list);
+      form.parentNode.insertBefore(section, form);
+    };
+
+    // Upload with a progress line and the button disabled (no double upload), then open the results.
+    // The server answers this request with JSON; without this script the form posts and is redirected.
+    form.addEventListener("submit", function (event) {
+      if (!window.FormData || !window.XMLHttpRequest) return;
+      event.preventDefault();
+      if (tooMany()) { say(tooManyText(), true); return; }
+      button.disabled = true;
+      say("Uploading…");
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", form.getAttribute("action") || window.location.pathname);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.addEventListener("progress", function (e) {
+        if (e.lengthComputable) say("Uploading… " + Math.round(100 * e.loaded / e.total) + "%");
+      });
+      xhr.upload.addEventListener("load", function () { say("Checking the photos…"); });
+      xhr.addEventListener("load", function () {
+        var data = null;
+        try { data = JSON.parse(xhr.responseText); } catch (error) { data = null; }
+        if (data && data.location) {
+          say("Uploaded. Opening the results…");
+          window.location.assign(data.location);
+          return;
+        }
+        button.disabled = false;
+        if (data && xhr.status === 400) {
+          say("");
+          showRefusals(data);
+          return;
+        }
+        say(xhr.status === 413 ? "The upload is too large for the server: send fewer photos at a time."
+          : "The upload failed (error " + xhr.status + "). Please try again.", true);
+      });
+      xhr.addEventListener("error", function () {
+        button.disabled = false;
+        say("The upload failed: check your connection and try again.", true);
+      });
+      xhr.send(new FormData(form));
     });
   }
 

@@ -182,3 +182,47 @@ def test_several_photos_show_their_faces_together_without_reload(
     assert cards[1].find_element(By.CSS_SELECTOR, ".as-one-face").is_displayed()
     assert not cards[0].find_element(By.CSS_SELECTOR, ".as-one-face").is_displayed()
     assert browser.execute_script("return window.__sameDocument === true;")
+
+
+def test_a_batch_of_refused_files_is_explained_on_the_form_without_leaving_it(live_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    (tmp_path / "notes.txt").write_bytes(b"not a photo")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    browser.get(live_server.url + "/")
+    browser.execute_script("window.__sameDocument = true;")
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(
+        f"{tmp_path / 'notes.txt'}\n{tmp_path / 'broken.jpg'}"
+    )
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    section = WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "upload-errors")))
+    assert "Nothing was uploaded" in section.text
+    assert "notes.txt" in section.text and "broken.jpg" in section.text
+    assert browser.execute_script("return window.__sameDocument === true;")  # told in place
+    assert browser.find_element(By.CSS_SELECTOR, "button[type=submit]").is_enabled()  # may try again
+    assert Prediction.objects.count() == 0
+
+
+def test_choosing_more_photos_than_one_upload_takes_is_said_before_sending(
+    live_server, browser, settings, astronaut_jpeg, tmp_path
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    settings.AGEGENDER_MAX_FILES_PER_UPLOAD = 2
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.jpg")
+        paths[-1].write_bytes(astronaut_jpeg)
+    browser.get(live_server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys("\n".join(map(str, paths)))
+    warning = "At most 2 photos at a time: you chose 3."
+    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "upload-progress"), warning))
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert browser.find_element(By.ID, "upload-progress").text == warning
+    assert browser.current_url == live_server.url + "/"
+    assert Prediction.objects.count() == 0

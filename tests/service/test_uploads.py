@@ -247,3 +247,79 @@ def test_row_and_file_both_vanish_when_the_row_cannot_be_saved(
     monkeypatch.undo()
     assert Prediction.objects.count() == 0
     assert stored_files(private_media) == []
+
+
+def test_more_photos_than_one_upload_takes_are_refused_with_a_message(
+    client, settings, private_media, astronaut_jpeg
+):
+    settings.AGEGENDER_MAX_FILES_PER_UPLOAD = 3
+    response = post_files(client, *(jpeg(f"{i}.jpg", astronaut_jpeg) for i in range(4)))
+
+    assert response.status_code == 400
+    assert "At most 3 photos at a time: you chose 4." in response.content.decode()
+    assert Prediction.objects.count() == 0
+    assert stored_files(private_media) == []
+
+
+def test_a_request_of_far_more_files_gets_a_page_that_says_so(client, settings, astronaut_jpeg):
+    """Beyond DATA_UPLOAD_MAX_NUMBER_FILES Django refuses the request before the view: our 400 page, not
+    Django's bare one."""
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+    response = post_files(client, *(jpeg(f"{i}.jpg", astronaut_jpeg) for i in range(3)))
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Could not read the request" in page and "Nothing was uploaded" in page
+    assert Prediction.objects.count() == 0
+
+
+class TestTheUploadScriptsJsonAnswers:
+    """The page's script posts with `Accept: application/json` (to show upload progress) and is told where
+    to go, or what was refused; the plain form post above gets redirects and pages."""
+
+    @staticmethod
+    def post(client, *files: SimpleUploadedFile):
+        return client.post("/", {"images": list(files)}, headers={"Accept": "application/json"})
+
+    def test_one_photo_is_sent_to_its_page(self, client, astronaut_jpeg, django_capture_on_commit_callbacks):
+        with django_capture_on_commit_callbacks() as callbacks:
+            response = self.post(client, jpeg("me.jpg", astronaut_jpeg))
+        prediction = Prediction.objects.get()
+        assert response.status_code == 200
+        assert response.json() == {"location": f"/p/{prediction.id}/"}
+        assert len(callbacks) == 1
+
+    def test_several_go_to_their_results_page_and_refusals_wait_there(
+        self, client, astronaut_jpeg, no_face_jpeg, django_capture_on_commit_callbacks
+    ):
+        with django_capture_on_commit_callbacks():
+            response = self.post(
+                client, jpeg("a.jpg", astronaut_jpeg), jpeg("b.jpg", b"nope"), jpeg("c.jpg", no_face_jpeg)
+            )
+        first, third = Prediction.objects.order_by("created_at")
+        assert response.json() == {"location": f"/results/?ids={first.id}%2C{third.id}"}
+        page = client.get(response.json()["location"]).content.decode()
+        assert "b.jpg: " in page and "not an image" in page
+
+    def test_all_refused_says_each_reason(self, client, private_media):
+        response = self.post(client, jpeg("a.jpg", b"nope"), jpeg("b.jpg", b""))
+        assert response.status_code == 400
+        refused = response.json()["refused"]
+        assert [item["name"] for item in refused] == ["a.jpg", "b.jpg"]
+        assert "not an image" in refused[0]["error"] and "empty" in refused[1]["error"]
+        assert Prediction.objects.count() == 0 and stored_files(private_media) == []
+
+    def test_no_file_or_too_many_is_a_form_error(self, client, settings, astronaut_jpeg):
+        assert self.post(client).json() == {"errors": ["Choose at least one photo."], "refused": []}
+        settings.AGEGENDER_MAX_FILES_PER_UPLOAD = 1
+        response = self.post(client, jpeg("a.jpg", astronaut_jpeg), jpeg("b.jpg", astronaut_jpeg))
+        assert response.status_code == 400
+        assert response.json()["errors"][0].startswith("At most 1 photo at a time: you chose 2.")
+        assert Prediction.objects.count() == 0
+
+
+def test_a_missing_page_is_ours_and_says_why(client):
+    response = client.get("/p/00000000-0000-0000-0000-000000000000/")
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert "Not found" in page and "belongs to someone else" in page and 'href="/"' in page
