@@ -175,6 +175,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis redelivers an unacknowledged job after this many seconds; must exceed the hard time limit.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("AGEGENDER_VISIBILITY_TIMEOUT", 3600)}
+# A job queued this long ago (seconds) and still not started is taken as lost by the broker and sent again.
+AGEGENDER_RESEND_AFTER = env_int("AGEGENDER_RESEND_AFTER", 3600)
 AGEGENDER_TASK_SOFT_TIME_LIMIT = env_int("AGEGENDER_TASK_SOFT_TIME_LIMIT", 120)
 AGEGENDER_TASK_TIME_LIMIT = env_int("AGEGENDER_TASK_TIME_LIMIT", 150)
 AGEGENDER_PREDICT_TASK = "worker.predict"

@@ -47,6 +47,9 @@ class Prediction(models.Model):
     inference_ms = models.PositiveIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    #: When its job was last handed to the broker; empty while queued means the broker could not be
+    #: reached then, and the job is sent again (`services.predictions_send_unsent`).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

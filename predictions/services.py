@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from celery import current_app
@@ -13,6 +14,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from predictions.models import Face, Prediction
@@ -31,15 +33,65 @@ _FACE_FIELDS = (
 )
 
 
-def _enqueue_on_commit(prediction_id: uuid.UUID) -> None:
-    """Send the job by task name once the row is visible to the worker (the web never imports it)."""
-
-    def send() -> None:
+def _send(prediction_id: uuid.UUID | str) -> bool:
+    """Hand the job to the broker by task name (the web never imports the worker) and note when. A broker
+    that cannot be reached is logged, not raised: the photo and its row are kept, queued, and the job is
+    sent again by `predictions_send_unsent` (the status page's polling, a worker starting, or the
+    `send_unsent` command)."""
+    try:
         current_app.send_task(
             settings.AGEGENDER_PREDICT_TASK, args=[str(prediction_id)], queue=settings.AGEGENDER_QUEUE
         )
+    except Exception:  # kombu's OperationalError, a timeout, a refused login: whatever the broker says
+        logger.exception(
+            "Could not queue prediction %s; it stays queued and will be sent again", prediction_id
+        )
+        return False
+    Prediction.objects.filter(pk=prediction_id, status=Prediction.Status.QUEUED).update(
+        enqueued_at=timezone.now()
+    )
+    return True
 
-    transaction.on_commit(send)
+
+def _enqueue_on_commit(prediction_id: uuid.UUID) -> None:
+    """Send the job once the row is visible to the worker."""
+    transaction.on_commit(lambda: _send(prediction_id))
+
+
+#: A queued row younger than this may still be on its way to the broker (its commit's send running).
+UNSENT_GRACE = timedelta(seconds=10)
+
+
+def prediction_may_be_unsent(prediction: Prediction) -> bool:
+    """Whether `predictions_send_unsent` would send this prediction's job again (no query)."""
+    if prediction.status != Prediction.Status.QUEUED:
+        return False
+    now = timezone.now()
+    if prediction.enqueued_at is None:
+        return prediction.created_at < now - UNSENT_GRACE
+    return prediction.enqueued_at < now - timedelta(seconds=settings.AGEGENDER_RESEND_AFTER)
+
+
+def predictions_send_unsent(*, prediction_ids: Iterable[uuid.UUID] | None = None, limit: int = 500) -> int:
+    """Send again the jobs of queued predictions the broker never got (it could not be reached when they
+    were queued), and of those queued so long ago (`AGEGENDER_RESEND_AFTER`) that the broker must have
+    lost them (a Redis restarted without persistence). Returns how many were handed over. The job is
+    idempotent, so a job sent twice only costs a second reading of the photo."""
+    now = timezone.now()
+    stale = Prediction.objects.filter(status=Prediction.Status.QUEUED).filter(
+        Q(enqueued_at__isnull=True, created_at__lt=now - UNSENT_GRACE)
+        | Q(enqueued_at__lt=now - timedelta(seconds=settings.AGEGENDER_RESEND_AFTER))
+    )
+    if prediction_ids is not None:
+        stale = stale.filter(pk__in=list(prediction_ids))
+    sent = 0
+    for prediction_id in stale.order_by("created_at").values_list("pk", flat=True)[:limit]:
+        if not _send(prediction_id):
+            break  # the broker is still away: the rest waits for the next call
+        sent += 1
+    if sent:
+        logger.info("Sent %d queued prediction job(s) again", sent)
+    return sent
 
 
 def _delete_files_on_commit(names: Iterable[str]) -> None:
@@ -170,7 +222,7 @@ def prediction_rerun(*, prediction: Prediction) -> None:
     """Queue a prediction again (admin action); the worker replaces its faces."""
     with transaction.atomic():
         Prediction.objects.filter(pk=prediction.pk).update(
-            status=Prediction.Status.QUEUED, error="", started_at=None, finished_at=None
+            status=Prediction.Status.QUEUED, error="", enqueued_at=None, started_at=None, finished_at=None
         )
         _enqueue_on_commit(prediction.pk)
 
@@ -188,8 +240,10 @@ def prediction_read_as_one_face(*, prediction: Prediction) -> None:
         locked.as_one_face = True
         locked.status = Prediction.Status.QUEUED
         locked.error = ""
-        locked.started_at = locked.finished_at = None
-        locked.save(update_fields=["as_one_face", "status", "error", "started_at", "finished_at"])
+        locked.enqueued_at = locked.started_at = locked.finished_at = None
+        locked.save(
+            update_fields=["as_one_face", "status", "error", "enqueued_at", "started_at", "finished_at"]
+        )
         _enqueue_on_commit(locked.pk)
 
 

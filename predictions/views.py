@@ -203,6 +203,8 @@ def results(request: HttpRequest) -> HttpResponse:
 @require_GET
 def status(request: HttpRequest, prediction_id: uuid.UUID) -> JsonResponse:
     prediction = _get_prediction_or_404(request, prediction_id)
+    if services.prediction_may_be_unsent(prediction):  # the broker was away: polling sends it again
+        services.predictions_send_unsent(prediction_ids=[prediction.id])
     response = JsonResponse(status_payload(prediction))
     response["Cache-Control"] = "no-store"
     return response

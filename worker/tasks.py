@@ -8,7 +8,7 @@ import uuid
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
 from predictions import services
@@ -23,6 +23,15 @@ logger = logging.getLogger(__name__)
 def _preload_model(**kwargs: object) -> None:
     if settings.AGEGENDER_PRELOAD_MODEL:
         preload_in_background()
+
+
+@worker_ready.connect
+def _send_unsent(**kwargs: object) -> None:
+    """A worker starting (after an outage, say) sends again the jobs the broker never got or lost."""
+    try:
+        services.predictions_send_unsent()
+    except Exception:  # the database may be away too; the status page's polling will try again
+        logger.exception("Could not look for unsent prediction jobs")
 
 
 @shared_task(

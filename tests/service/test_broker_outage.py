@@ -1,0 +1,162 @@
+"""Redis down when a photo is uploaded: the upload still succeeds, nothing is lost, and the job is sent
+once the broker answers again (the page's polling, a worker starting, or `manage.py send_unsent`)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.utils import timezone
+
+from predictions import services
+from predictions.models import Prediction
+from predictions.uploads import check_image_upload
+from tests.conftest import stored_files, wait_until_finished
+
+
+def _point_celery_at(url: str) -> None:
+    from agegender_site.celery import app
+
+    # Celery keeps its connection pool and producers once made; drop them so that the next send
+    # connects to `url` (internals, for this test only).
+    app._pool = None
+    app.amqp._producer_pool = None
+    app.conf.broker_url = url
+
+
+@pytest.fixture
+def broker_away() -> Iterator[Callable[[], None]]:
+    """The broker is unreachable, for real: Celery is pointed at a local port where nothing listens
+    (connection refused, as when Redis is down). Call the fixture's value to bring the broker back."""
+    from agegender_site.celery import app
+
+    good = app.conf.broker_url
+    with socket.socket() as probe:  # a port free now: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    _point_celery_at(f"redis://127.0.0.1:{port}/0")
+    try:
+        yield lambda: _point_celery_at(good)
+    finally:
+        _point_celery_at(good)
+
+
+def _age(prediction: Prediction, **fields: timedelta) -> None:
+    now = timezone.now()
+    Prediction.objects.filter(pk=prediction.pk).update(**{name: now - ago for name, ago in fields.items()})
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_an_upload_while_redis_is_down_is_kept_and_read_once_it_is_back(
+    client, celery_worker, broker_away, private_media, astronaut_jpeg
+):
+    upload = SimpleUploadedFile("me.jpg", astronaut_jpeg, content_type="image/jpeg")
+    response = client.post("/", {"images": [upload]})
+
+    assert response.status_code == 302  # not a server error: the photo is taken
+    prediction = Prediction.objects.get()
+    assert (prediction.status, prediction.enqueued_at) == (Prediction.Status.QUEUED, None)
+    assert len(stored_files(private_media)) == 1
+    _age(prediction, created_at=timedelta(seconds=30))
+    assert client.get(f"/p/{prediction.id}/status/").json()["status"] == "queued"  # still away: waits
+
+    broker_away()  # Redis is back; the page's next poll sends the job, and the worker reads the photo
+    payload = wait_until_finished(client, prediction.id)
+
+    assert payload["status"] == "done" and payload["face_count"] == 1
+    assert payload["faces"][0]["gender"] == "female"
+    prediction.refresh_from_db()
+    assert prediction.enqueued_at is not None and prediction.attempts == 1
+
+
+@pytest.mark.django_db
+def test_only_jobs_never_sent_or_lost_long_ago_are_sent_again(
+    settings, astronaut_jpeg, django_capture_on_commit_callbacks
+):
+    import redis
+
+    settings.AGEGENDER_QUEUE = f"test-unsent-{uuid.uuid4().hex[:8]}"
+    settings.AGEGENDER_RESEND_AFTER = 3600
+    upload = SimpleUploadedFile("me.jpg", astronaut_jpeg, content_type="image/jpeg")
+    checked = check_image_upload(upload)
+    with django_capture_on_commit_callbacks(execute=False):  # created, never sent (enqueued_at empty)
+        rows = {
+            name: services.prediction_create(upload=upload, checked=checked, owner=None, session_key="k")
+            for name in ("unsent", "just_created", "lost", "waiting", "done")
+        }
+    _age(rows["unsent"], created_at=timedelta(minutes=1))
+    _age(rows["lost"], created_at=timedelta(hours=3), enqueued_at=timedelta(hours=2))
+    _age(rows["waiting"], created_at=timedelta(minutes=2), enqueued_at=timedelta(minutes=1))
+    _age(rows["done"], created_at=timedelta(minutes=1))
+    Prediction.objects.filter(pk=rows["done"].pk).update(status=Prediction.Status.DONE)
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        assert services.predictions_send_unsent() == 2
+        messages = [json.loads(raw) for raw in broker.lrange(settings.AGEGENDER_QUEUE, 0, -1)]
+        sent = {message["headers"]["argsrepr"] for message in messages}
+        assert sent == {repr([str(rows["unsent"].id)]), repr([str(rows["lost"].id)])}
+        assert services.predictions_send_unsent() == 0  # sent now: not again
+    finally:
+        broker.delete(settings.AGEGENDER_QUEUE)
+    fresh = {p.pk: p for p in Prediction.objects.all()}
+    assert fresh[rows["unsent"].pk].enqueued_at > timezone.now() - timedelta(minutes=1)
+    assert fresh[rows["just_created"].pk].enqueued_at is None  # its own send may still be running
+
+
+@pytest.mark.django_db
+def test_send_unsent_command_says_how_many(settings, capsys, broker_away, astronaut_jpeg):
+    upload = SimpleUploadedFile("me.jpg", astronaut_jpeg, content_type="image/jpeg")
+    prediction = services.prediction_create(
+        upload=upload, checked=check_image_upload(upload), owner=None, session_key="k"
+    )  # never sent: this test's transaction never commits
+    _age(prediction, created_at=timedelta(minutes=5))
+
+    call_command("send_unsent")
+    assert "Sent 0 jobs again." in capsys.readouterr().out  # still away
+
+    broker_away()
+    settings.AGEGENDER_QUEUE = f"test-unsent-{uuid.uuid4().hex[:8]}"
+    import redis
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        call_command("send_unsent")
+        assert "Sent 1 job again." in capsys.readouterr().out
+        assert broker.llen(settings.AGEGENDER_QUEUE) == 1
+    finally:
+        broker.delete(settings.AGEGENDER_QUEUE)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_queued_before_the_upgrade_count_as_sent_when_created():
+    """Migration 0003: jobs queued before `enqueued_at` existed were sent as they were created; they
+    are not all sent again at once after the upgrade."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("predictions", "0002_prediction_as_one_face")])
+    old = MigrationExecutor(connection).loader.project_state(("predictions", "0002_prediction_as_one_face"))
+    OldPrediction = old.apps.get_model("predictions", "Prediction")
+    created = timezone.now() - timedelta(minutes=3)
+    queued = OldPrediction.objects.create(
+        image="x.jpg", original_name="x.jpg", session_key="k", created_at=created
+    )
+    done = OldPrediction.objects.create(
+        image="y.jpg", original_name="y.jpg", session_key="k", created_at=created, status="done"
+    )
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert Prediction.objects.get(pk=queued.pk).enqueued_at == created
+    assert Prediction.objects.get(pk=done.pk).enqueued_at is None
+    assert services.predictions_send_unsent() == 0
