@@ -177,6 +177,25 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("AGEGENDER_VISIBILITY_TIMEOUT", 3600)}
 # A job queued this long ago (seconds) and still not started is taken as lost by the broker and sent again.
 AGEGENDER_RESEND_AFTER = env_int("AGEGENDER_RESEND_AFTER", 3600)
+# Visitors who never sign in lose their session (SESSION_COOKIE_AGE, two weeks); their photos are deleted
+# this many days after upload (0 keeps them). Signed-in users keep theirs until they delete them.
+AGEGENDER_ANONYMOUS_RETENTION_DAYS = env_int("AGEGENDER_ANONYMOUS_RETENTION_DAYS", 14)
+# Periodic upkeep, run by Celery beat (`make run` embeds it in its worker; docker compose has a service):
+# jobs the broker never got are sent again every minute; expired photos and sessions go every hour.
+AGEGENDER_SEND_UNSENT_TASK = "worker.send_unsent"
+AGEGENDER_HOUSEKEEPING_TASK = "worker.housekeeping"
+CELERY_BEAT_SCHEDULE = {
+    "send-unsent": {
+        "task": AGEGENDER_SEND_UNSENT_TASK,
+        "schedule": 60.0,
+        "options": {"queue": AGEGENDER_QUEUE, "expires": 55},
+    },
+    "housekeeping": {
+        "task": AGEGENDER_HOUSEKEEPING_TASK,
+        "schedule": 3600.0,
+        "options": {"queue": AGEGENDER_QUEUE, "expires": 3000},
+    },
+}
 AGEGENDER_TASK_SOFT_TIME_LIMIT = env_int("AGEGENDER_TASK_SOFT_TIME_LIMIT", 120)
 AGEGENDER_TASK_TIME_LIMIT = env_int("AGEGENDER_TASK_TIME_LIMIT", 150)
 AGEGENDER_PREDICT_TASK = "worker.predict"

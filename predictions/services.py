@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from importlib import import_module
 from typing import Any
 
 from celery import current_app
@@ -253,6 +254,38 @@ def prediction_delete(*, prediction: Prediction) -> None:
         names = [prediction.image.name, prediction.thumbnail.name]
         prediction.delete()
         _delete_files_on_commit(names)
+
+
+def predictions_purge_anonymous(*, batch_size: int = 200) -> int:
+    """Delete the predictions of visitors who never signed in, with their files, once they are older than
+    `AGEGENDER_ANONYMOUS_RETENTION_DAYS` (0: keep them). Their sessions expire too, after which nobody
+    but staff could see them again. Signed-in users' predictions stay until they delete them."""
+    days = settings.AGEGENDER_ANONYMOUS_RETENTION_DAYS
+    if days <= 0:
+        return 0
+    cutoff = timezone.now() - timedelta(days=days)
+    expired = Prediction.objects.filter(owner__isnull=True, created_at__lt=cutoff)
+    deleted = 0
+    while ids := list(expired.values_list("pk", flat=True)[:batch_size]):
+        with transaction.atomic():  # locked, so that a row claimed at login meanwhile keeps its files
+            rows = list(
+                Prediction.objects.select_for_update()
+                .filter(pk__in=ids, owner__isnull=True)
+                .values_list("pk", "image", "thumbnail")
+            )
+            Prediction.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
+            _delete_files_on_commit([name for _, image, thumbnail in rows for name in (image, thumbnail)])
+            deleted += len(rows)
+    if deleted:
+        logger.info("Deleted %d anonymous prediction(s) older than %d days", deleted, days)
+    return deleted
+
+
+def housekeeping() -> dict[str, int]:
+    """The hourly upkeep: expired anonymous predictions (with their files), then expired sessions."""
+    purged = predictions_purge_anonymous()
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()
+    return {"anonymous_predictions_deleted": purged}
 
 
 def predictions_claim(*, session_key: str, user: AbstractBaseUser) -> int:

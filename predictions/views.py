@@ -264,7 +264,8 @@ def read_as_one_face(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResp
 def history(request: HttpRequest) -> HttpResponse:
     predictions = selectors.prediction_list_for_viewer(user=request.user, session_key=_visitor_key(request))
     page = Paginator(predictions, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "predictions/history.html", {"page": page})
+    context = {"page": page, "retention_days": settings.AGEGENDER_ANONYMOUS_RETENTION_DAYS}
+    return render(request, "predictions/history.html", context)
 
 
 @require_http_methods(["GET", "POST"])

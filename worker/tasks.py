@@ -66,6 +66,18 @@ def predict(prediction_id: str) -> str:
         return "failed"
 
 
+@shared_task(name=settings.AGEGENDER_SEND_UNSENT_TASK, ignore_result=True)
+def send_unsent() -> int:
+    """Periodic (beat): send again the jobs the broker never got, or lost."""
+    return services.predictions_send_unsent()
+
+
+@shared_task(name=settings.AGEGENDER_HOUSEKEEPING_TASK, ignore_result=True)
+def housekeeping() -> dict[str, int]:
+    """Periodic (beat): delete expired anonymous predictions with their files, and expired sessions."""
+    return services.housekeeping()
+
+
 def _run(prediction: Prediction) -> str:
     from ml import ImageError  # light: `ml` imports TensorFlow only in Predictor.load()
 
