@@ -42,6 +42,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "agegender_site.security.SecurityHeadersMiddleware",
 ]
 
 if not DEBUG:  # runserver serves static files itself; gunicorn gets them from WhiteNoise

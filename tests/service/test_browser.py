@@ -32,6 +32,7 @@ def browser() -> Iterator[object]:
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1280,1000"):  # fmt: skip
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for CSP reports
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     yield driver
@@ -226,3 +227,47 @@ def test_choosing_more_photos_than_one_upload_takes_is_said_before_sending(
     assert browser.find_element(By.ID, "upload-progress").text == warning
     assert browser.current_url == live_server.url + "/"
     assert Prediction.objects.count() == 0
+
+
+def csp_violations(browser) -> list[str]:
+    """Console messages of the page(s) since the last call that report a Content-Security-Policy refusal."""
+    return [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+    ]
+
+
+def test_pages_and_admin_run_under_the_content_security_policy(
+    live_server, celery_worker, browser, astronaut_jpeg, tmp_path, django_user_model
+):
+    """Every script the site and Django's admin use comes from the site itself: nothing is refused."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    csp_violations(browser)  # forget earlier tests' messages
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    browser.get(live_server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
+    WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#previews img")))
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()  # the script's upload
+    WebDriverWait(browser, 240).until(ec.visibility_of_all_elements_located(RESULT_BOXES))
+    browser.get(live_server.url + "/history/")
+    WebDriverWait(browser, 10).until(
+        lambda b: b.execute_script("return document.querySelector('.thumb').complete")
+    )
+    assert "Content-Security-Policy" not in browser.page_source  # a header, not a meta tag
+    assert csp_violations(browser) == []
+
+    django_user_model.objects.create_superuser("root", "root@example.com", "a-long-password-123")
+    browser.get(live_server.url + "/admin/login/")
+    browser.find_element(By.NAME, "username").send_keys("root")
+    browser.find_element(By.NAME, "password").send_keys("a-long-password-123")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    browser.get(live_server.url + "/admin/predictions/prediction/")
+    WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.ID, "result_list")))
+    browser.find_element(By.ID, "action-toggle").click()  # the admin's own script ticks every row
+    assert all(box.is_selected() for box in browser.find_elements(By.CSS_SELECTOR, "input.action-select"))
+    assert csp_violations(browser) == []

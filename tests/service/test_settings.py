@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -104,3 +106,30 @@ def test_each_database_gets_its_own_queue_unless_one_is_named(tmp_path):
     assert postgres != other_db and first not in (postgres, other_db)
     named = json.loads(run_python(QUEUE, AGEGENDER_QUEUE="jobs", DATABASE_URL="postgres://u:p@db:5432/x"))
     assert named == ["jobs", "jobs", ["jobs"]]
+
+
+CSP = "from agegender_site.security import content_security_policy as c; print(c())"
+
+
+def test_pages_may_run_only_this_sites_scripts_and_show_photos_from_where_they_are_stored():
+    policy = dict(part.split(" ", 1) for part in run_python(CSP).split("; "))
+    assert policy["script-src"] == "'self'" and policy["object-src"] == "'none'"
+    assert policy["img-src"] == "'self' data: blob:"  # local storage: photos come from this site
+    assert policy["frame-ancestors"] == "'none'" and policy["form-action"] == "'self'"
+
+    minio = run_python(
+        CSP, AGEGENDER_S3_BUCKET="photos", AGEGENDER_S3_ENDPOINT_URL="http://minio:9000",
+        AGEGENDER_S3_PUBLIC_ENDPOINT_URL="https://files.example.com/store",
+    )  # fmt: skip
+    assert "img-src 'self' data: blob: https://files.example.com;" in minio  # where signed URLs lead
+    aws = run_python(CSP, AGEGENDER_S3_BUCKET="photos")
+    assert "img-src 'self' data: blob: https://*.amazonaws.com;" in aws
+
+
+@pytest.mark.django_db
+def test_every_response_carries_the_policy(client):
+    for url in ("/", "/history/", "/p/00000000-0000-0000-0000-000000000000/"):
+        response = client.get(url)
+        assert "script-src 'self'" in response["Content-Security-Policy"], url
+        assert response["Permissions-Policy"] == "camera=(), microphone=(), geolocation=()"
+        assert response["X-Frame-Options"] == "DENY"
