@@ -142,6 +142,25 @@ def prediction_start(*, prediction_id: uuid.UUID | str) -> Prediction | None:
     return prediction
 
 
+def in_reading_order(faces: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Faces as a person reads a group photo: rows from the top, each from the left. A face joins the row
+    above when its centre is within half a face height of that row's (the engine gives largest first;
+    the page numbers faces, and its list is easier to match with the boxes in this order)."""
+    rows: list[dict[str, Any]] = []
+    for face in sorted(faces, key=lambda face: face["box"][1] + face["box"][3]):
+        x1, y1, x2, y2 = face["box"]
+        centre, height = (y1 + y2) / 2, y2 - y1
+        row = rows[-1] if rows else None
+        if row is not None and centre - row["centre"] < 0.5 * max(row["height"], height):
+            row["faces"].append(face)
+            count = len(row["faces"])
+            row["centre"] += (centre - row["centre"]) / count
+            row["height"] += (height - row["height"]) / count
+        else:
+            rows.append({"centre": centre, "height": height, "faces": [face]})
+    return [face for row in rows for face in sorted(row["faces"], key=lambda face: face["box"][0])]
+
+
 def prediction_finish(
     *,
     prediction_id: uuid.UUID | str,
@@ -152,7 +171,8 @@ def prediction_finish(
     inference_ms: int,
     thumbnail_jpeg: bytes | None = None,
 ) -> Prediction | None:
-    """Record the faces found (replacing any earlier ones: safe to run twice). None when the row is gone."""
+    """Record the faces found, numbered in reading order (replacing any earlier ones: safe to run twice).
+    None when the row is gone."""
     storage = Prediction._meta.get_field("thumbnail").storage
     thumbnail_name = ""
     if thumbnail_jpeg:
@@ -180,7 +200,7 @@ def prediction_finish(
                     y2=int(face["box"][3]),
                     **{field: face[field] for field in _FACE_FIELDS},
                 )
-                for index, face in enumerate(faces)
+                for index, face in enumerate(in_reading_order(faces))
             )
             prediction.status = Prediction.Status.DONE
             prediction.error = ""
