@@ -268,12 +268,16 @@ def prediction_read_as_one_face(*, prediction: Prediction) -> None:
         _enqueue_on_commit(locked.pk)
 
 
+def prediction_files_delete(*, prediction: Prediction) -> None:
+    """Delete a deleted prediction's stored files once its delete has committed. Connected to every
+    delete of a row (`signals`): the owner's, the admin's (one or many), a user's account, the purge."""
+    _delete_files_on_commit([prediction.image.name, prediction.thumbnail.name])
+
+
 def prediction_delete(*, prediction: Prediction) -> None:
     """Delete a prediction, its faces and its stored files (files go once the delete has committed)."""
     with transaction.atomic():
-        names = [prediction.image.name, prediction.thumbnail.name]
         prediction.delete()
-        _delete_files_on_commit(names)
 
 
 def predictions_purge_anonymous(*, batch_size: int = 200) -> int:
@@ -287,14 +291,13 @@ def predictions_purge_anonymous(*, batch_size: int = 200) -> int:
     expired = Prediction.objects.filter(owner__isnull=True, created_at__lt=cutoff)
     deleted = 0
     while ids := list(expired.values_list("pk", flat=True)[:batch_size]):
-        with transaction.atomic():  # locked, so that a row claimed at login meanwhile keeps its files
+        with transaction.atomic():  # locked, so that a row claimed at login meanwhile is kept
             rows = list(
                 Prediction.objects.select_for_update()
                 .filter(pk__in=ids, owner__isnull=True)
-                .values_list("pk", "image", "thumbnail")
+                .values_list("pk")
             )
-            Prediction.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
-            _delete_files_on_commit([name for _, image, thumbnail in rows for name in (image, thumbnail)])
+            Prediction.objects.filter(pk__in=[pk for (pk,) in rows]).delete()  # files: the delete signal
             deleted += len(rows)
     if deleted:
         logger.info("Deleted %d anonymous prediction(s) older than %d days", deleted, days)

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 
 from predictions.models import Face, Prediction
+from tests.conftest import stored_files
 
 pytestmark = pytest.mark.django_db
 
@@ -64,3 +65,42 @@ def test_rerun_action_requeues_and_enqueues_after_commit(
     done_prediction.refresh_from_db()
     assert done_prediction.status == "queued"
     assert len(callbacks) == 1
+
+
+def _with_thumbnail(prediction: Prediction, jpeg: bytes) -> Prediction:
+    prediction.thumbnail.save("thumb.jpg", ContentFile(jpeg), save=True)
+    return prediction
+
+
+@pytest.mark.django_db(transaction=True)  # files go once the delete has committed
+class TestDeletingRowsDeletesTheirPhotos:
+    """Photos of faces must not outlive their rows, whoever deletes them."""
+
+    def test_staff_delete_one_prediction(self, admin_client, done_prediction, private_media, astronaut_jpeg):
+        _with_thumbnail(done_prediction, astronaut_jpeg)
+        assert len(stored_files(private_media)) == 2
+        response = admin_client.post(
+            f"/admin/predictions/prediction/{done_prediction.pk}/delete/", {"post": "yes"}
+        )
+        assert response.status_code == 302
+        assert not Prediction.objects.exists() and stored_files(private_media) == []
+
+    def test_staff_delete_several_with_the_bulk_action(self, admin_client, private_media, astronaut_jpeg):
+        owner = get_user_model().objects.create_user(username="finn", password="x")
+        rows = []
+        for name in ("a.jpg", "b.jpg"):
+            prediction = Prediction(original_name=name, owner=owner)
+            prediction.image.save(name, ContentFile(astronaut_jpeg), save=True)
+            rows.append(_with_thumbnail(prediction, astronaut_jpeg))
+        assert len(stored_files(private_media)) == 4
+        response = admin_client.post(
+            "/admin/predictions/prediction/",
+            {"action": "delete_selected", "_selected_action": [str(p.pk) for p in rows], "post": "yes"},
+        )
+        assert response.status_code == 302
+        assert not Prediction.objects.exists() and stored_files(private_media) == []
+
+    def test_deleting_a_user_deletes_their_photos(self, done_prediction, private_media):
+        assert len(stored_files(private_media)) == 1
+        done_prediction.owner.delete()
+        assert not Prediction.objects.exists() and stored_files(private_media) == []
