@@ -39,3 +39,19 @@ class UploadForm(forms.Form):
         super().__init__(*args, **kwargs)
         accept = ",".join(f".{ext}" for ext in settings.AGEGENDER_ALLOWED_EXTENSIONS)
         self.fields["images"].widget.attrs.update({"accept": accept, "multiple": True})
+
+
+class AccountDeleteForm(forms.Form):
+    """Deleting an account asks for its password, so that a borrowed signed-in browser cannot."""
+
+    password = forms.CharField(label="Your password", widget=forms.PasswordInput, strip=False)
+
+    def __init__(self, user: object, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        if not self.user.check_password(password):
+            raise forms.ValidationError("That is not your password.", code="wrong_password")
+        return password

@@ -15,7 +15,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from predictions.models import Face, Prediction
@@ -278,6 +278,20 @@ def prediction_delete(*, prediction: Prediction) -> None:
     """Delete a prediction, its faces and its stored files (files go once the delete has committed)."""
     with transaction.atomic():
         prediction.delete()
+
+
+def predictions_delete_all(*, predictions: QuerySet[Prediction]) -> int:
+    """Delete the given predictions (a viewer's own, from `selectors`) with their files; how many."""
+    with transaction.atomic():
+        return predictions.delete()[1].get(Prediction._meta.label, 0)  # files: the delete signal
+
+
+def account_delete(*, user: AbstractBaseUser) -> int:
+    """Delete a user and everything of theirs (predictions and their files); how many predictions."""
+    with transaction.atomic():
+        count = Prediction.objects.filter(owner=user).count()
+        user.delete()  # cascades to the predictions; their files go through the delete signal
+    return count
 
 
 def predictions_purge_anonymous(*, batch_size: int = 200) -> int:

@@ -7,6 +7,7 @@ app_name = "predictions"
 urlpatterns = [
     path("", views.upload, name="upload"),
     path("history/", views.history, name="history"),
+    path("history/delete-all/", views.delete_all, name="delete_all"),
     path("results/", views.results, name="results"),
     path("p/<uuid:prediction_id>/", views.detail, name="detail"),
     path("p/<uuid:prediction_id>/status/", views.status, name="status"),

@@ -10,18 +10,20 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login
+from django.contrib.auth import login, logout
 from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.views import redirect_to_login
 from django.core.files.storage import FileSystemStorage
 from django.core.paginator import Paginator
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from predictions import selectors, services
-from predictions.forms import UploadForm
+from predictions.forms import AccountDeleteForm, UploadForm
 from predictions.models import Prediction
 from predictions.signals import VISITOR_KEY
 from predictions.uploads import UploadRejected, allowed_extensions_text, check_image_upload
@@ -258,6 +260,36 @@ def read_as_one_face(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResp
     except services.NotReadableAsOneFace as exc:  # e.g. the button pressed twice: say so on the page
         messages.info(request, str(exc))
     return redirect("predictions:detail", prediction_id=prediction.id)
+
+
+@require_http_methods(["GET", "POST"])
+def delete_all(request: HttpRequest) -> HttpResponse:
+    """Delete every prediction of the viewer (signed in: all of theirs; a visitor: this session's)."""
+    predictions = selectors.prediction_list_for_viewer(user=request.user, session_key=_visitor_key(request))
+    if request.method == "POST":
+        count = services.predictions_delete_all(predictions=predictions.order_by())
+        messages.success(
+            request, f"Deleted {count} photo{pluralize(count)} and {pluralize(count, 'its,their')} results."
+        )
+        return redirect("predictions:history")
+    return render(request, "predictions/delete_all.html", {"count": predictions.count()})
+
+
+@require_http_methods(["GET", "POST"])
+def account_delete(request: HttpRequest) -> HttpResponse:
+    """A signed-in user deletes their account and everything in it, after giving their password."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    form = AccountDeleteForm(request.user, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = request.user
+        name = user.get_username()
+        logout(request)
+        count = services.account_delete(user=user)
+        messages.success(request, f"Deleted the account {name} and its {count} photo{pluralize(count)}.")
+        return redirect("predictions:upload")
+    count = selectors.prediction_list_for_viewer(user=request.user, session_key="").count()
+    return render(request, "registration/account_delete.html", {"form": form, "count": count})
 
 
 @require_GET
