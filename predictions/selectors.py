@@ -7,6 +7,7 @@ import uuid
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import Coalesce
 
 from predictions.models import Prediction
 
@@ -67,3 +68,17 @@ def prediction_list_by_ids_for_viewer(
         p.pk: p for p in Prediction.objects.filter(rule, pk__in=prediction_ids).prefetch_related("faces")
     }
     return [found[pk] for pk in dict.fromkeys(prediction_ids) if pk in found]
+
+
+def prediction_waiting_ahead(prediction: Prediction) -> int | None:
+    """For a queued prediction, how many photos (everyone's) the workers will read before it: those
+    being read now and those queued before it (by when they were sent, else created). None otherwise."""
+    if prediction.status != Prediction.Status.QUEUED:
+        return None
+    since = prediction.enqueued_at or prediction.created_at
+    queued_before = (
+        Prediction.objects.filter(status=Prediction.Status.QUEUED)
+        .annotate(since=Coalesce("enqueued_at", "created_at"))
+        .filter(since__lt=since)
+    )
+    return queued_before.count() + Prediction.objects.filter(status=Prediction.Status.PROCESSING).count()

@@ -79,6 +79,7 @@ def status_payload(prediction: Prediction) -> dict:
         "image_height": prediction.image_height,
         "face_count": len(faces),
         "as_one_face": prediction.as_one_face,
+        "waiting_ahead": selectors.prediction_waiting_ahead(prediction),
         "faces": faces,
         "created_at": prediction.created_at.isoformat(),
         "started_at": prediction.started_at.isoformat() if prediction.started_at else None,
@@ -165,7 +166,12 @@ def detail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
     can_change = selectors.prediction_is_owned_by(
         prediction, user=request.user, session_key=_visitor_key(request)
     )
-    context = {"prediction": prediction, "boxes": _face_boxes(payload), "can_change": can_change}
+    context = {
+        "prediction": prediction,
+        "boxes": _face_boxes(payload),
+        "can_change": can_change,
+        "waiting_ahead": payload["waiting_ahead"],
+    }
     return render(request, "predictions/detail.html", context)
 
 
@@ -185,14 +191,18 @@ def results(request: HttpRequest) -> HttpResponse:
     )
     if not predictions:
         raise Http404("No such predictions.")
-    cards = [
-        {
-            "prediction": p,
-            "boxes": _face_boxes(status_payload(p)),
-            "can_change": selectors.prediction_is_owned_by(p, user=request.user, session_key=session_key),
-        }
-        for p in predictions
-    ]
+    cards = []
+    for prediction in predictions:
+        payload = status_payload(prediction)
+        owned = selectors.prediction_is_owned_by(prediction, user=request.user, session_key=session_key)
+        cards.append(
+            {
+                "prediction": prediction,
+                "boxes": _face_boxes(payload),
+                "can_change": owned,
+                "waiting_ahead": payload["waiting_ahead"],
+            }
+        )
     context = {
         "cards": cards,
         "all_finished": all(p.is_finished for p in predictions),

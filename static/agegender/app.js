@@ -156,14 +156,21 @@
     var faces = card.querySelector(".faces");
     var asOneFace = card.querySelector(".as-one-face");
     if (asOneFace) asOneFace.hidden = !(data.status === "done" && !data.faces.length && !data.as_one_face);
+    if (!data.finished) {  // say how far along it is, changing the text only when it changes
+      var ahead = data.waiting_ahead;
+      var text = (ahead ? "Waiting: " + ahead + " photo" + (ahead === 1 ? "" : "s") + " ahead of this one."
+        : "Working on it…") + " This page updates by itself.";
+      var waiting = faces.querySelector(".waiting");
+      if (!waiting || waiting.textContent !== text) {
+        faces.innerHTML = "";
+        faces.appendChild(el("p", { class: "waiting" }, text));
+      }
+      return;
+    }
     boxes.innerHTML = "";
     faces.innerHTML = "";
     if (data.status === "failed") {
       faces.appendChild(el("p", { class: "failed" }, "Could not estimate: " + data.error));
-      return;
-    }
-    if (data.status !== "done") {
-      faces.appendChild(el("p", { class: "waiting" }, "Working on it… this page updates by itself."));
       return;
     }
     if (!data.faces.length) {
@@ -216,13 +223,13 @@
     poll(card.dataset.statusUrl, function (data) {
       setStatus(card.querySelector(".status"), data);
       card.querySelector(".error").textContent = data.error;
+      renderFaces(card, data);
       if (data.finished) {
         card.dataset.finished = "true";
         var meta = card.querySelector(".meta");
         if (meta && data.model_version && meta.textContent.indexOf("Model ") === -1) {
           meta.insertBefore(document.createTextNode("Model " + data.model_version + " · "), meta.firstChild);
         }
-        renderFaces(card, data);
         updateSummary();
       }
     });

@@ -271,3 +271,38 @@ def test_pages_and_admin_run_under_the_content_security_policy(
     browser.find_element(By.ID, "action-toggle").click()  # the admin's own script ticks every row
     assert all(box.is_selected() for box in browser.find_elements(By.CSS_SELECTOR, "input.action-select"))
     assert csp_violations(browser) == []
+
+
+def test_a_waiting_photos_page_counts_down_the_photos_ahead(live_server, browser, astronaut_jpeg):
+    """No worker here: rows are queued directly and finished by hand; the page's polling follows."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.test_queue_position import queued
+
+    others = [queued(astronaut_jpeg, f"{i}.jpg", seconds_ago=60 - i, session_key="other") for i in range(2)]
+    mine = queued(astronaut_jpeg, "mine.jpg", seconds_ago=5)
+    browser.get(live_server.url + "/")
+    browser.add_cookie({"name": "sessionid", "value": _session_for_visitor("visitor")})
+    browser.get(f"{live_server.url}/p/{mine.id}/")
+    waiting = (By.CSS_SELECTOR, "#result .waiting")
+    assert browser.find_element(*waiting).text.startswith("Waiting: 2 photos ahead of this one.")
+    browser.execute_script("window.__sameDocument = true;")
+
+    Prediction.objects.filter(pk=others[0].pk).update(status=Prediction.Status.DONE)
+    WebDriverWait(browser, 20).until(ec.text_to_be_present_in_element(waiting, "Waiting: 1 photo ahead"))
+    Prediction.objects.filter(pk=others[1].pk).update(status=Prediction.Status.FAILED)
+    WebDriverWait(browser, 20).until(ec.text_to_be_present_in_element(waiting, "Working on it…"))
+    assert browser.execute_script("return window.__sameDocument === true;")
+
+
+def _session_for_visitor(visitor_key: str) -> str:
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from predictions.signals import VISITOR_KEY
+
+    session = SessionStore()
+    session[VISITOR_KEY] = visitor_key
+    session.create()
+    return session.session_key
