@@ -6,6 +6,7 @@ app_name = "predictions"
 
 urlpatterns = [
     path("", views.upload, name="upload"),
+    path("healthz", views.healthz, name="healthz"),
     path("history/", views.history, name="history"),
     path("history/delete-all/", views.delete_all, name="delete_all"),
     path("results/", views.results, name="results"),

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from celery import current_app
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
@@ -210,6 +211,17 @@ def results(request: HttpRequest) -> HttpResponse:
         "face_count": sum(len(card["boxes"]) for card in cards),
     }
     return render(request, "predictions/results.html", context)
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """For load balancers and monitoring: 200 while the site can take uploads (its database answers),
+    503 when it cannot. A broker that does not answer makes it "degraded", not down: uploads are still
+    taken and their jobs sent once it is back. Also the queue: photos waiting, and for how long."""
+    checks = selectors.service_health(broker_url=current_app.conf.broker_url, queue=settings.AGEGENDER_QUEUE)
+    response = JsonResponse(checks, status=200 if checks["database"] == "ok" else 503)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_GET

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,30 @@ def wait_until_finished(client, prediction_id: object, timeout: float = 240.0) -
             return payload
         time.sleep(0.2)
     raise AssertionError(f"prediction {prediction_id} not finished after {timeout}s; statuses seen: {seen}")
+
+
+def _point_celery_at(url: str) -> None:
+    from agegender_site.celery import app
+
+    # Celery keeps its connection pool and producers once made; drop them so that the next send
+    # connects to `url` (internals, for this test only).
+    app.conf.broker_url = url  # first, so that a pool made from here on (any thread) uses it
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def broker_away() -> Iterator[Callable[[], None]]:
+    """The broker is unreachable, for real: Celery is pointed at a local port where nothing listens
+    (connection refused, as when Redis is down). Call the fixture's value to bring the broker back."""
+    from agegender_site.celery import app
+
+    good = app.conf.broker_url
+    with socket.socket() as probe:  # a port free now: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    _point_celery_at(f"redis://127.0.0.1:{port}/0")
+    try:
+        yield lambda: _point_celery_at(good)
+    finally:
+        _point_celery_at(good)
