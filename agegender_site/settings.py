@@ -147,6 +147,10 @@ AGEGENDER_MAX_FILES_PER_UPLOAD = env_int("AGEGENDER_MAX_FILES_PER_UPLOAD", 20)
 AGEGENDER_ALLOWED_EXTENSIONS = env_list(
     "AGEGENDER_ALLOWED_EXTENSIONS", ["jpg", "jpeg", "jfif", "png", "webp", "heic", "heif", "avif"]
 )
+# Photos one client (IP address) may send an hour, counted in Redis; 0: no limit. Behind N reverse
+# proxies set AGEGENDER_TRUSTED_PROXIES=N, so that the client's address is read from X-Forwarded-For.
+AGEGENDER_UPLOADS_PER_HOUR = env_int("AGEGENDER_UPLOADS_PER_HOUR", 300)
+AGEGENDER_TRUSTED_PROXIES = env_int("AGEGENDER_TRUSTED_PROXIES", 0)
 AGEGENDER_MAX_IMAGE_PIXELS = env_int("AGEGENDER_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000
 # The upload form refuses a batch of more than AGEGENDER_MAX_FILES_PER_UPLOAD photos with a message; only a
 # request of more files than this is refused by Django before the view (a 400 page), as abuse.

@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from predictions import selectors, services
 from predictions.forms import AccountDeleteForm, UploadForm
 from predictions.models import Prediction
+from predictions.ratelimit import refuse_upload
 from predictions.signals import VISITOR_KEY
 from predictions.uploads import UploadRejected, allowed_extensions_text, check_image_upload
 
@@ -95,6 +96,11 @@ def upload(request: HttpRequest) -> HttpResponse:
     outcomes: list[UploadOutcome] = []
     if request.method == "POST":
         form = UploadForm(request.POST, request.FILES)
+        if form.is_valid() and (refusal := refuse_upload(request, len(form.cleaned_data["images"]))):
+            if _wants_json(request):
+                return JsonResponse({"errors": [refusal], "refused": []}, status=429)
+            form.add_error("images", refusal)
+            return _upload_page(request, form, [], status=429)
         if form.is_valid():
             owner = request.user if request.user.is_authenticated else None
             session_key = "" if owner else _visitor_key(request, create=True)
@@ -129,6 +135,13 @@ def upload(request: HttpRequest) -> HttpResponse:
     if outcomes and _wants_json(request):  # every file was refused
         refused = [{"name": outcome.name, "error": outcome.error} for outcome in outcomes]
         return JsonResponse({"errors": [], "refused": refused}, status=400)
+    status = 400 if (form.errors or outcomes) else 200  # outcomes here: every file was refused
+    return _upload_page(request, form, outcomes, status=status)
+
+
+def _upload_page(
+    request: HttpRequest, form: UploadForm, outcomes: list[UploadOutcome], *, status: int
+) -> HttpResponse:
     context = {
         "form": form,
         "outcomes": outcomes,
@@ -137,7 +150,6 @@ def upload(request: HttpRequest) -> HttpResponse:
         "max_upload_bytes": settings.AGEGENDER_MAX_UPLOAD_BYTES,
         "max_files": settings.AGEGENDER_MAX_FILES_PER_UPLOAD,
     }
-    status = 400 if (form.errors or outcomes) else 200  # outcomes here: every file was refused
     return render(request, "predictions/upload.html", context, status=status)
 
 

@@ -68,6 +68,12 @@ def no_face_jpeg() -> bytes:
 
 
 @pytest.fixture(autouse=True)
+def no_upload_rate_limit(settings) -> None:
+    """The suite uploads far more than a person would in an hour; tests of the limit turn it on."""
+    settings.AGEGENDER_UPLOADS_PER_HOUR = 0
+
+
+@pytest.fixture(autouse=True)
 def private_media(settings, tmp_path: Path) -> Path:
     """Every test stores uploads in its own private folder (never the developer's var/media)."""
     media = tmp_path / "media"

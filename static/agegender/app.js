@@ -112,7 +112,7 @@
           return;
         }
         button.disabled = false;
-        if (data && xhr.status === 400) {
+        if (data && (data.errors || data.refused)) {  // refused: 400, or 429 (too many this hour)
           say("");
           showRefusals(data);
           return;
