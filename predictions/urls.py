@@ -9,6 +9,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("history/", views.history, name="history"),
     path("history/delete-all/", views.delete_all, name="delete_all"),
+    path("history/export.json", views.export, name="export"),
     path("results/", views.results, name="results"),
     path("p/<uuid:prediction_id>/", views.detail, name="detail"),
     path("p/<uuid:prediction_id>/status/", views.status, name="status"),

@@ -21,6 +21,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from predictions import selectors, services
@@ -294,6 +295,25 @@ def read_as_one_face(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResp
     except services.NotReadableAsOneFace as exc:  # e.g. the button pressed twice: say so on the page
         messages.info(request, str(exc))
     return redirect("predictions:detail", prediction_id=prediction.id)
+
+
+@require_GET
+def export(request: HttpRequest) -> JsonResponse:
+    """All the viewer's predictions and their faces as one JSON file (the same fields as the status API),
+    for them to keep or take elsewhere. The photos themselves are theirs already."""
+    predictions = selectors.prediction_list_for_viewer(
+        user=request.user, session_key=_visitor_key(request)
+    ).prefetch_related("faces")
+    records = [
+        {"original_name": prediction.original_name, **status_payload(prediction)}
+        for prediction in predictions
+    ]
+    for record in records:
+        del record["waiting_ahead"]  # of the moment, not of the record
+    response = JsonResponse({"exported_at": timezone.now().isoformat(), "predictions": records})
+    response["Content-Disposition"] = 'attachment; filename="age-gender-predictions.json"'
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_http_methods(["GET", "POST"])

@@ -83,3 +83,32 @@ def test_deleting_the_account_asks_for_the_password_then_removes_it_all(private_
 def test_a_visitor_is_asked_to_log_in_before_deleting_an_account():
     response = Client().get("/accounts/delete/")
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_people_can_download_all_their_results(astronaut_jpeg):
+    from predictions.models import Face
+
+    client, user = signed_in("jo")
+    _, other = signed_in("kim")
+    mine = make(astronaut_jpeg, owner=user)
+    make(astronaut_jpeg, owner=other)
+    Prediction.objects.filter(pk=mine.pk).update(status="done", model_version="agegender-fused 9.9")
+    Face.objects.create(
+        prediction=mine, index=0, x1=1, y1=2, x2=30, y2=40, detection_confidence=0.99,
+        age=31.5, age_low=25, age_high=38, gender="female", gender_confidence=0.93,
+    )  # fmt: skip
+
+    response = client.get("/history/export.json")
+
+    assert response["Content-Disposition"] == 'attachment; filename="age-gender-predictions.json"'
+    records = response.json()["predictions"]
+    assert [record["id"] for record in records] == [str(mine.id)]  # not kim's
+    assert records[0]["original_name"] == "me.jpg" and records[0]["model_version"] == "agegender-fused 9.9"
+    assert records[0]["faces"] == [
+        {
+            "box": [1, 2, 30, 40], "detected": True, "detection_confidence": 0.99, "age": 31.5,
+            "age_low": 25.0, "age_high": 38.0, "gender": "female", "gender_confidence": 0.93,
+        }
+    ]  # fmt: skip
+    assert "Download all results (JSON)" in client.get("/history/").content.decode()
+    assert Client().get("/history/export.json").json()["predictions"] == []  # a newcomer has nothing
