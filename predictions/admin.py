@@ -54,6 +54,7 @@ class PredictionAdmin(admin.ModelAdmin):
         "thumbnail_tag",
         "image",
         "thumbnail",
+        "display",
         "owner",
         "session_key",
         "original_name",

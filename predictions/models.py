@@ -18,6 +18,10 @@ def _thumbnail_to(instance: Prediction, filename: str) -> str:
     return f"thumbnails/{timezone.now():%Y/%m}/{instance.id.hex}.jpg"
 
 
+def _display_to(instance: Prediction, filename: str) -> str:
+    return f"display/{timezone.now():%Y/%m}/{instance.id.hex}.jpg"
+
+
 class Prediction(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -34,6 +38,9 @@ class Prediction(models.Model):
     image = models.FileField(upload_to=_upload_to, max_length=255)
     original_name = models.CharField(max_length=255)
     thumbnail = models.FileField(upload_to=_thumbnail_to, max_length=255, blank=True)
+    #: The photo upright and at most `worker.images.DISPLAY_MAX_SIDE` pixels a side, for the result pages
+    #: (a phone's 12-MP photo is ten times lighter); empty for photos that small already.
+    display = models.FileField(upload_to=_display_to, max_length=255, blank=True)
     image_width = models.PositiveIntegerField(null=True, blank=True)
     image_height = models.PositiveIntegerField(null=True, blank=True)
     #: The sender says the photo is a face (a tight crop): where no face is found, the engine reads the

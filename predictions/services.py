@@ -161,6 +161,15 @@ def in_reading_order(faces: Iterable[Mapping[str, Any]]) -> list[Mapping[str, An
     return [face for row in rows for face in sorted(row["faces"], key=lambda face: face["box"][0])]
 
 
+def _save_rendition(field_name: str, prediction_id: uuid.UUID | str, jpeg: bytes | None) -> str:
+    """Store a JPEG made from the photo (thumbnail, display copy) under its field's name; "" for none."""
+    if not jpeg:
+        return ""
+    field = Prediction._meta.get_field(field_name)
+    name = field.generate_filename(Prediction(id=uuid.UUID(str(prediction_id))), f"{field_name}.jpg")
+    return field.storage.save(name, ContentFile(jpeg))
+
+
 def prediction_finish(
     *,
     prediction_id: uuid.UUID | str,
@@ -170,25 +179,23 @@ def prediction_finish(
     image_height: int,
     inference_ms: int,
     thumbnail_jpeg: bytes | None = None,
+    display_jpeg: bytes | None = None,
 ) -> Prediction | None:
-    """Record the faces found, numbered in reading order (replacing any earlier ones: safe to run twice).
-    None when the row is gone."""
+    """Record the faces found, numbered in reading order, and the photo's renditions (replacing any
+    earlier ones: safe to run twice). None when the row is gone."""
     storage = Prediction._meta.get_field("thumbnail").storage
-    thumbnail_name = ""
-    if thumbnail_jpeg:
-        thumbnail_name = storage.save(
-            Prediction._meta.get_field("thumbnail").generate_filename(
-                Prediction(id=uuid.UUID(str(prediction_id))), "thumbnail.jpg"
-            ),
-            ContentFile(thumbnail_jpeg),
-        )
+    saved = {
+        "thumbnail": _save_rendition("thumbnail", prediction_id, thumbnail_jpeg),
+        "display": _save_rendition("display", prediction_id, display_jpeg),
+    }
     try:
         with transaction.atomic():
             prediction = Prediction.objects.select_for_update().filter(pk=prediction_id).first()
             if prediction is None:
-                storage.delete(thumbnail_name) if thumbnail_name else None
+                for name in saved.values():
+                    storage.delete(name) if name else None
                 return None
-            old_thumbnail = prediction.thumbnail.name
+            replaced = [getattr(prediction, field).name for field in saved]
             prediction.faces.all().delete()
             Face.objects.bulk_create(
                 Face(
@@ -209,14 +216,15 @@ def prediction_finish(
             prediction.image_height = image_height
             prediction.inference_ms = inference_ms
             prediction.finished_at = timezone.now()
-            if thumbnail_name:
-                prediction.thumbnail.name = thumbnail_name
+            if saved["thumbnail"]:
+                prediction.thumbnail.name = saved["thumbnail"]
+            prediction.display.name = saved["display"]  # none now (a smaller photo): none shown
             prediction.save()
-            if thumbnail_name and old_thumbnail and old_thumbnail != thumbnail_name:
-                _delete_files_on_commit([old_thumbnail])
+            current = {prediction.thumbnail.name, prediction.display.name}
+            _delete_files_on_commit([name for name in replaced if name and name not in current])
     except BaseException:
-        if thumbnail_name:
-            storage.delete(thumbnail_name)
+        for name in saved.values():
+            storage.delete(name) if name else None
         raise
     return prediction
 
@@ -271,7 +279,7 @@ def prediction_read_as_one_face(*, prediction: Prediction) -> None:
 def prediction_files_delete(*, prediction: Prediction) -> None:
     """Delete a deleted prediction's stored files once its delete has committed. Connected to every
     delete of a row (`signals`): the owner's, the admin's (one or many), a user's account, the purge."""
-    _delete_files_on_commit([prediction.image.name, prediction.thumbnail.name])
+    _delete_files_on_commit([prediction.image.name, prediction.thumbnail.name, prediction.display.name])
 
 
 def prediction_delete(*, prediction: Prediction) -> None:

@@ -14,6 +14,7 @@ urlpatterns = [
     path("p/<uuid:prediction_id>/", views.detail, name="detail"),
     path("p/<uuid:prediction_id>/status/", views.status, name="status"),
     path("p/<uuid:prediction_id>/image/", views.image, name="image"),
+    path("p/<uuid:prediction_id>/original/", views.original, name="original"),
     path("p/<uuid:prediction_id>/thumbnail/", views.thumbnail, name="thumbnail"),
     path("p/<uuid:prediction_id>/delete/", views.delete, name="delete"),
     path("p/<uuid:prediction_id>/as-one-face/", views.read_as_one_face, name="as_one_face"),

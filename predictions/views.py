@@ -267,6 +267,14 @@ def _serve_file(field: FieldFile) -> HttpResponse:
 
 @require_GET
 def image(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
+    """The photo as the pages show it: its display copy where it has one (a large photo, once read)."""
+    prediction = _get_prediction_or_404(request, prediction_id)
+    return _serve_file(prediction.display if prediction.display else prediction.image)
+
+
+@require_GET
+def original(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
+    """The photo exactly as stored (as uploaded; a HEIC converted to JPEG)."""
     return _serve_file(_get_prediction_or_404(request, prediction_id).image)
 
 

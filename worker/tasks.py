@@ -110,5 +110,6 @@ def _run(prediction: Prediction) -> str:
         image_height=upright.height,
         inference_ms=inference_ms,
         thumbnail_jpeg=upright.thumbnail_jpeg,
+        display_jpeg=upright.display_jpeg,
     )
     return "done" if done is not None else "gone"

@@ -131,3 +131,56 @@ def test_task_is_acknowledged_late_requeued_on_worker_loss_and_time_limited(sett
     transport = app.conf.broker_transport_options
     assert transport["visibility_timeout"] > predict.time_limit  # Redis must not redeliver a running job
     assert app.conf.worker_prefetch_multiplier == 1 and app.conf.task_serializer == "json"
+
+
+def large_portrait_jpeg(orientation: int = 1) -> bytes:
+    """The astronaut enlarged into a 2400×3200 phone-sized photo (one face), EXIF orientation as given."""
+    import io
+
+    from PIL import Image
+
+    from tests.conftest import astronaut_portrait
+
+    photo = Image.fromarray(astronaut_portrait()).resize((2400, 3200), Image.Resampling.BICUBIC)  # 384×512 →
+    exif = Image.Exif()
+    if orientation != 1:  # stored turned, with the tag that turns it back
+        photo = photo.transpose(Image.Transpose.ROTATE_90)
+        exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=90, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_a_large_photo_is_shown_from_a_lighter_upright_copy(client, celery_worker, private_media):
+    from io import BytesIO
+
+    from PIL import Image
+
+    original = large_portrait_jpeg(orientation=6)  # stored 3200×2400, upright 2400×3200
+    prediction = upload(client, "phone.jpg", original)
+
+    status = wait_until_finished(client, prediction.id)
+
+    assert status["status"] == "done" and status["face_count"] == 1
+    assert (status["image_width"], status["image_height"]) == (2400, 3200)  # boxes: the upright original
+    shown = b"".join(client.get(f"/p/{prediction.id}/image/").streaming_content)
+    with Image.open(BytesIO(shown)) as display:
+        assert display.format == "JPEG" and display.size == (1200, 1600)  # upright, 1600 on the long side
+    assert len(shown) < len(original) / 2  # a quarter of the pixels
+    kept = b"".join(client.get(f"/p/{prediction.id}/original/").streaming_content)
+    assert kept == original
+
+    prediction.refresh_from_db()
+    assert prediction.display.name and prediction.thumbnail.name
+    services.prediction_delete(prediction=prediction)  # commits here: the files go with it
+    assert [p for p in private_media.rglob("*") if p.is_file()] == []  # photo, thumbnail and copy
+
+
+def test_a_photo_no_larger_than_the_pages_show_gets_no_copy(client, celery_worker, astronaut_jpeg):
+    prediction = upload(client, "astronaut.jpg", astronaut_jpeg)  # 512×512
+
+    wait_until_finished(client, prediction.id)
+
+    prediction.refresh_from_db()
+    assert prediction.display.name == ""
+    assert b"".join(client.get(f"/p/{prediction.id}/image/").streaming_content) == astronaut_jpeg

@@ -16,7 +16,14 @@ from tests.conftest import stored_files
 
 pytestmark = pytest.mark.django_db
 
-ENDPOINTS = ["/p/{id}/", "/p/{id}/status/", "/p/{id}/image/", "/p/{id}/thumbnail/", "/p/{id}/delete/"]
+ENDPOINTS = [
+    "/p/{id}/",
+    "/p/{id}/status/",
+    "/p/{id}/image/",
+    "/p/{id}/original/",
+    "/p/{id}/thumbnail/",
+    "/p/{id}/delete/",
+]
 
 
 def make_user(username: str, **extra):
