@@ -43,9 +43,10 @@ def _send(prediction_id: uuid.UUID | str) -> bool:
         current_app.send_task(
             settings.AGEGENDER_PREDICT_TASK, args=[str(prediction_id)], queue=settings.AGEGENDER_QUEUE
         )
-    except Exception:  # kombu's OperationalError, a timeout, a refused login: whatever the broker says
-        logger.exception(
-            "Could not queue prediction %s; it stays queued and will be sent again", prediction_id
+    except Exception as exc:  # kombu's OperationalError, a timeout, a refused login: whatever the broker says
+        # A warning, not a traceback: while the broker is away every poll of a waiting page tries again.
+        logger.warning(
+            "Could not queue prediction %s (%s); it stays queued, to be sent again", prediction_id, exc
         )
         return False
     Prediction.objects.filter(pk=prediction_id, status=Prediction.Status.QUEUED).update(

@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from predictions import selectors, services
 from predictions.forms import AccountDeleteForm, UploadForm
+from predictions.health import service_health
 from predictions.models import Prediction
 from predictions.ratelimit import refuse_upload
 from predictions.signals import VISITOR_KEY
@@ -231,7 +232,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     """For load balancers and monitoring: 200 while the site can take uploads (its database answers),
     503 when it cannot. A broker that does not answer makes it "degraded", not down: uploads are still
     taken and their jobs sent once it is back. Also the queue: photos waiting, and for how long."""
-    checks = selectors.service_health(broker_url=current_app.conf.broker_url, queue=settings.AGEGENDER_QUEUE)
+    checks = service_health(broker_url=current_app.conf.broker_url, queue=settings.AGEGENDER_QUEUE)
     response = JsonResponse(checks, status=200 if checks["database"] == "ok" else 503)
     response["Cache-Control"] = "no-store"
     return response
