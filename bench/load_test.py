@@ -1,0 +1,153 @@
+"""Load test of a running service: many visitors upload at once. Prints how fast uploads are taken, how
+fast pages answer while the queue is long (the site must stay responsive however long it is), and how
+long photos wait until they are read.
+
+    AGEGENDER_UPLOADS_PER_HOUR=0 PORT=8000 make run      # in another shell (no hourly allowance)
+    python bench/load_test.py --url http://127.0.0.1:8000 --visitors 8 --photos 5
+
+Photos are made here (the astronaut portrait and a six-face 1600x1200 collage of it, scikit-image's
+public-domain photo), so no dataset is needed. Figures are wall-clock seconds seen by the clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+from PIL import Image
+
+CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def photos() -> list[tuple[str, bytes]]:
+    from skimage import data
+
+    face = Image.fromarray(data.astronaut())
+    group = Image.new("RGB", (1600, 1200), (200, 200, 200))
+    for index in range(6):
+        group.paste(face.resize((360, 360)), (100 + (index % 3) * 500, 150 + (index // 3) * 500))
+    made = []
+    for name, image in (("portrait.jpg", face), ("group.jpg", group)):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        made.append((name, buffer.getvalue()))
+    return made
+
+
+@dataclass
+class Figures:
+    uploads: list[float] = field(default_factory=list)  # seconds per upload request (all its photos)
+    waits: list[float] = field(default_factory=list)  # seconds from the upload's answer to each photo done
+    page: list[float] = field(default_factory=list)  # seconds per page or status answer while work waits
+    queue: list[int] = field(default_factory=list)  # photos queued, as /healthz said
+    failed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def visitor(
+    url: str, count: int, made: list[tuple[str, bytes]], figures: Figures, start: threading.Event
+) -> None:
+    session = requests.Session()
+    token = CSRF.search(session.get(f"{url}/", timeout=30).text).group(1)
+    files = [
+        ("images", (f"{i}-{made[i % len(made)][0]}", made[i % len(made)][1], "image/jpeg"))
+        for i in range(count)
+    ]
+    start.wait()
+    began = time.perf_counter()
+    answer = session.post(
+        f"{url}/", data={"csrfmiddlewaretoken": token}, files=files,
+        headers={"Referer": f"{url}/", "Accept": "application/json"}, timeout=300,
+    )  # fmt: skip
+    uploaded = time.perf_counter()
+    answer.raise_for_status()
+    location = answer.json()["location"]
+    ids = re.findall(r"[0-9a-f]{8}-[0-9a-f-]{27}", requests.utils.unquote(location))
+    pending = set(ids)
+    with figures.lock:
+        figures.uploads.append(uploaded - began)
+    while pending:
+        for prediction_id in list(pending):
+            asked = time.perf_counter()
+            status = session.get(f"{url}/p/{prediction_id}/status/", timeout=60).json()
+            with figures.lock:
+                figures.page.append(time.perf_counter() - asked)
+            if status["finished"]:
+                pending.discard(prediction_id)
+                with figures.lock:
+                    figures.waits.append(time.perf_counter() - uploaded)
+                    figures.failed += status["status"] == "failed"
+        time.sleep(0.5)
+
+
+def prober(url: str, figures: Figures, stop: threading.Event) -> None:
+    """A newcomer opening the upload page and the health check while the others' photos wait."""
+    while not stop.is_set():
+        for path in ("/", "/healthz"):
+            asked = time.perf_counter()
+            answer = requests.get(f"{url}{path}", timeout=60)
+            with figures.lock:
+                figures.page.append(time.perf_counter() - asked)
+                if path == "/healthz":
+                    figures.queue.append(answer.json().get("queued", 0))
+        stop.wait(0.5)
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"median {statistics.median(ordered):.3f} · p95 {p95:.3f} · max {ordered[-1]:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--visitors", type=int, default=8, help="visitors uploading at the same moment")
+    parser.add_argument("--photos", type=int, default=5, help="photos in each visitor's upload")
+    args = parser.parse_args()
+    url = args.url.rstrip("/")
+    made = photos()
+    figures, start, stop = Figures(), threading.Event(), threading.Event()
+    threads = [
+        threading.Thread(target=visitor, args=(url, args.photos, made, figures, start))
+        for _ in range(args.visitors)
+    ]
+    for thread in threads:
+        thread.start()
+    watcher = threading.Thread(target=prober, args=(url, figures, stop))
+    began = time.perf_counter()
+    start.set()
+    watcher.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    stop.set()
+    watcher.join()
+
+    total = args.visitors * args.photos
+    print(
+        f"{args.visitors} visitors × {args.photos} photos = {total} photos "
+        "(portrait 512², group 1600×1200, alternating)"
+    )
+    print(f"upload request (s):          {spread(figures.uploads)}")
+    print(
+        f"page/status answer (s):      {spread(figures.page)}  "
+        f"({len(figures.page)} requests while work waited)"
+    )
+    print(f"upload answered → done (s):  {spread(figures.waits)}")
+    print(f"all done after {elapsed:.1f} s: {total / elapsed:.2f} photos/s; failed {figures.failed}; "
+          f"queue at most {max(figures.queue, default=0)} photos")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
