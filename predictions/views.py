@@ -22,6 +22,7 @@ from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from predictions import selectors, services
@@ -303,6 +304,11 @@ def read_as_one_face(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResp
         services.prediction_read_as_one_face(prediction=prediction)
     except services.NotReadableAsOneFace as exc:  # e.g. the button pressed twice: say so on the page
         messages.info(request, str(exc))
+    back = request.POST.get("next", "")  # the page it was asked from: the photo's, or its upload's
+    if url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return redirect(back)
     return redirect("predictions:detail", prediction_id=prediction.id)
 
 

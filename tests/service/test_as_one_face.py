@@ -106,3 +106,22 @@ def test_only_its_owner_may_ask_and_only_by_post(done_with_a_face):
     done_with_a_face.refresh_from_db()
     assert done_with_a_face.status == "done" and not done_with_a_face.as_one_face
     assert offered(visitor("visitor-a").get(f"/p/{done_with_a_face.id}/").content.decode())
+
+
+@pytest.mark.django_db
+def test_asked_from_an_uploads_page_it_goes_back_there_and_never_elsewhere(
+    done_with_a_face, django_capture_on_commit_callbacks
+):
+    Face.objects.all().delete()  # a photo without faces, so the owner may ask
+    owner = visitor("visitor-a")
+    results = f"/results/?ids={done_with_a_face.id}"
+    assert offered(owner.get(results).content.decode())  # offered on the upload's page too
+
+    with django_capture_on_commit_callbacks():
+        response = owner.post(f"/p/{done_with_a_face.id}/as-one-face/", {"next": results})
+    assert response.status_code == 302 and response["Location"] == results
+
+    Prediction.objects.filter(pk=done_with_a_face.pk).update(status="done", as_one_face=False)
+    with django_capture_on_commit_callbacks():
+        response = owner.post(f"/p/{done_with_a_face.id}/as-one-face/", {"next": "https://evil.example/"})
+    assert response["Location"] == f"/p/{done_with_a_face.id}/"  # not to another site
