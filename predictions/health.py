@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 from django.db import connection
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from predictions.models import Prediction
@@ -15,11 +16,15 @@ def service_health(*, broker_url: str, queue: str) -> dict:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        oldest = Prediction.objects.filter(status=Prediction.Status.QUEUED).order_by("created_at").first()
-        health["queued"] = Prediction.objects.filter(status=Prediction.Status.QUEUED).count()
-        health["processing"] = Prediction.objects.filter(status=Prediction.Status.PROCESSING).count()
-        health["oldest_queued_seconds"] = (
-            round((timezone.now() - oldest.created_at).total_seconds()) if oldest else 0
+        queued = Q(status=Prediction.Status.QUEUED)
+        work = Prediction.objects.aggregate(
+            queued=Count("pk", filter=queued),
+            processing=Count("pk", filter=Q(status=Prediction.Status.PROCESSING)),
+            oldest=Min("created_at", filter=queued),
+        )
+        oldest = work.pop("oldest")
+        health.update(
+            work, oldest_queued_seconds=round((timezone.now() - oldest).total_seconds()) if oldest else 0
         )
     except Exception as exc:  # any database error: the site cannot work
         health.update(status="down", database=f"unreachable: {type(exc).__name__}")

@@ -76,9 +76,5 @@ def prediction_waiting_ahead(prediction: Prediction) -> int | None:
     if prediction.status != Prediction.Status.QUEUED:
         return None
     since = prediction.enqueued_at or prediction.created_at
-    queued_before = (
-        Prediction.objects.filter(status=Prediction.Status.QUEUED)
-        .annotate(since=Coalesce("enqueued_at", "created_at"))
-        .filter(since__lt=since)
-    )
-    return queued_before.count() + Prediction.objects.filter(status=Prediction.Status.PROCESSING).count()
+    ahead = Q(status=Prediction.Status.PROCESSING) | Q(status=Prediction.Status.QUEUED, since__lt=since)
+    return Prediction.objects.annotate(since=Coalesce("enqueued_at", "created_at")).filter(ahead).count()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import import_module
 from typing import Any
 
@@ -64,14 +64,21 @@ def _enqueue_on_commit(prediction_id: uuid.UUID) -> None:
 UNSENT_GRACE = timedelta(seconds=10)
 
 
+def _unsent_cutoffs() -> tuple[datetime, datetime]:
+    """A queued job counts as unsent when created before the first time and never handed over, or as
+    lost when handed over before the second: the one rule of the two functions below."""
+    now = timezone.now()
+    return now - UNSENT_GRACE, now - timedelta(seconds=settings.AGEGENDER_RESEND_AFTER)
+
+
 def prediction_may_be_unsent(prediction: Prediction) -> bool:
     """Whether `predictions_send_unsent` would send this prediction's job again (no query)."""
     if prediction.status != Prediction.Status.QUEUED:
         return False
-    now = timezone.now()
+    created_before, sent_before = _unsent_cutoffs()
     if prediction.enqueued_at is None:
-        return prediction.created_at < now - UNSENT_GRACE
-    return prediction.enqueued_at < now - timedelta(seconds=settings.AGEGENDER_RESEND_AFTER)
+        return prediction.created_at < created_before
+    return prediction.enqueued_at < sent_before
 
 
 def predictions_send_unsent(*, prediction_ids: Iterable[uuid.UUID] | None = None, limit: int = 500) -> int:
@@ -79,10 +86,9 @@ def predictions_send_unsent(*, prediction_ids: Iterable[uuid.UUID] | None = None
     were queued), and of those queued so long ago (`AGEGENDER_RESEND_AFTER`) that the broker must have
     lost them (a Redis restarted without persistence). Returns how many were handed over. The job is
     idempotent, so a job sent twice only costs a second reading of the photo."""
-    now = timezone.now()
+    created_before, sent_before = _unsent_cutoffs()
     stale = Prediction.objects.filter(status=Prediction.Status.QUEUED).filter(
-        Q(enqueued_at__isnull=True, created_at__lt=now - UNSENT_GRACE)
-        | Q(enqueued_at__lt=now - timedelta(seconds=settings.AGEGENDER_RESEND_AFTER))
+        Q(enqueued_at__isnull=True, created_at__lt=created_before) | Q(enqueued_at__lt=sent_before)
     )
     if prediction_ids is not None:
         stale = stale.filter(pk__in=list(prediction_ids))

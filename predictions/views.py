@@ -70,8 +70,9 @@ def _get_prediction_or_404(
     return prediction
 
 
-def status_payload(prediction: Prediction) -> dict:
-    """The JSON status shape; face fields are named as in `ml.Face.to_dict()`."""
+def status_payload(prediction: Prediction, *, with_queue: bool = True) -> dict:
+    """The JSON status shape; face fields are named as in `ml.Face.to_dict()`. `with_queue`: how many
+    photos are ahead of a waiting one (a query; of the moment, so not in an export)."""
     faces = [face.to_dict() for face in prediction.faces.all()] if prediction.status == "done" else []
     return {
         "id": str(prediction.id),
@@ -84,7 +85,7 @@ def status_payload(prediction: Prediction) -> dict:
         "image_height": prediction.image_height,
         "face_count": len(faces),
         "as_one_face": prediction.as_one_face,
-        "waiting_ahead": selectors.prediction_waiting_ahead(prediction),
+        **({"waiting_ahead": selectors.prediction_waiting_ahead(prediction)} if with_queue else {}),
         "faces": faces,
         "created_at": prediction.created_at.isoformat(),
         "started_at": prediction.started_at.isoformat() if prediction.started_at else None,
@@ -320,11 +321,9 @@ def export(request: HttpRequest) -> JsonResponse:
         user=request.user, session_key=_visitor_key(request)
     ).prefetch_related("faces")
     records = [
-        {"original_name": prediction.original_name, **status_payload(prediction)}
+        {"original_name": prediction.original_name, **status_payload(prediction, with_queue=False)}
         for prediction in predictions
     ]
-    for record in records:
-        del record["waiting_ahead"]  # of the moment, not of the record
     response = JsonResponse({"exported_at": timezone.now().isoformat(), "predictions": records})
     response["Content-Disposition"] = 'attachment; filename="age-gender-predictions.json"'
     response["Cache-Control"] = "no-store"
