@@ -78,7 +78,8 @@ class TrainConfig:
     gender_label_smoothing: float = 0.05
     gender_loss_weight: float = 1.0  # the gender loss's weight against the age loss's 1
     seed: int = 1337
-    version: str = "2.2.1"
+    # A retrain is a new draw of the shipped recipe, not the shipped model: name a release with --version.
+    version: str = "2.3.0.dev0"
     max_minutes: float | None = None  # the whole run's budget (every stage): see `stage_minutes`
     init_from: str | None = None  # a model folder whose weights start this run (a longer schedule in parts)
     gender_expert: bool = True  # fused only: blend the untouched Cydral gender network into the output
