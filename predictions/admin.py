@@ -67,6 +67,7 @@ class PredictionAdmin(admin.ModelAdmin):
         "attempts",
         "inference_ms",
         "created_at",
+        "enqueued_at",
         "started_at",
         "finished_at",
     )

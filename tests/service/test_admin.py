@@ -50,6 +50,8 @@ def test_filters_and_owner_search(admin_client, done_prediction):
 def test_change_page_has_the_faces_inline(admin_client, done_prediction):
     page = admin_client.get(f"/admin/predictions/prediction/{done_prediction.id}/change/").content.decode()
     assert "Faces" in page and "0.93" in page
+    for label in ("Enqueued at", "Display", "Thumbnail"):  # when the broker took its job; the copies
+        assert label in page, label
 
 
 def test_rerun_action_requeues_and_enqueues_after_commit(
