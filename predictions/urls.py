@@ -6,6 +6,7 @@ app_name = "predictions"
 
 urlpatterns = [
     path("", views.upload, name="upload"),
+    path("sample/", views.sample, name="sample"),
     path("healthz", views.healthz, name="healthz"),
     path("history/", views.history, name="history"),
     path("history/delete-all/", views.delete_all, name="delete_all"),

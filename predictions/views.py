@@ -6,15 +6,19 @@ import mimetypes
 import secrets
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode
 
 from celery import current_app
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import redirect_to_login
+from django.contrib.staticfiles import finders
 from django.core.files.storage import FileSystemStorage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.paginator import Paginator
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -106,8 +110,7 @@ def upload(request: HttpRequest) -> HttpResponse:
             form.add_error("images", refusal)
             return _upload_page(request, form, [], status=429)
         if form.is_valid():
-            owner = request.user if request.user.is_authenticated else None
-            session_key = "" if owner else _visitor_key(request, create=True)
+            owner, session_key = _uploader(request)
             for upload_file in form.cleaned_data["images"]:
                 try:
                     checked = check_image_upload(upload_file)
@@ -141,6 +144,32 @@ def upload(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"errors": [], "refused": refused}, status=400)
     status = 400 if (form.errors or outcomes) else 200  # outcomes here: every file was refused
     return _upload_page(request, form, outcomes, status=status)
+
+
+def _uploader(request: HttpRequest) -> tuple[AbstractBaseUser | None, str]:
+    """Who a new prediction belongs to: the signed-in user, else this browser session (created now)."""
+    owner = request.user if request.user.is_authenticated else None
+    return owner, "" if owner else _visitor_key(request, create=True)
+
+
+#: The sample portrait offered to a visitor with no photo at hand: scikit-image's astronaut, Eileen
+#: Collins photographed by NASA (public domain), shipped with the site's static files.
+SAMPLE_PHOTO = "agegender/sample-astronaut.jpg"
+SAMPLE_NAME = "sample – Eileen Collins, NASA.jpg"
+
+
+@require_POST
+def sample(request: HttpRequest) -> HttpResponse:
+    """Read the sample portrait exactly as an upload of it would be (checks, storage, the queue)."""
+    if refusal := refuse_upload(request, 1):
+        messages.error(request, refusal)
+        return redirect("predictions:upload")
+    upload = SimpleUploadedFile(SAMPLE_NAME, Path(finders.find(SAMPLE_PHOTO)).read_bytes(), "image/jpeg")
+    owner, session_key = _uploader(request)
+    prediction = services.prediction_create(
+        upload=upload, checked=check_image_upload(upload), owner=owner, session_key=session_key
+    )
+    return redirect("predictions:detail", prediction_id=prediction.id)
 
 
 def _upload_page(
