@@ -268,8 +268,9 @@ def test_pages_and_admin_run_under_the_content_security_policy(
     browser.find_element(By.NAME, "username").send_keys("root")
     browser.find_element(By.NAME, "password").send_keys("a-long-password-123")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "user-tools")))  # signed in
     browser.get(live_server.url + "/admin/predictions/prediction/")
-    WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.ID, "result_list")))
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result_list")))
     browser.find_element(By.ID, "action-toggle").click()  # the admin's own script ticks every row
     assert all(box.is_selected() for box in browser.find_elements(By.CSS_SELECTOR, "input.action-select"))
     assert csp_violations(browser) == []
