@@ -5,6 +5,7 @@ from __future__ import annotations
 import mimetypes
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -106,7 +107,7 @@ def upload(request: HttpRequest) -> HttpResponse:
         form = UploadForm(request.POST, request.FILES)
         if form.is_valid() and (refusal := refuse_upload(request, len(form.cleaned_data["images"]))):
             if _wants_json(request):
-                return JsonResponse({"errors": [refusal], "refused": []}, status=429)
+                return _refusals_json(errors=[refusal], status=429)
             form.add_error("images", refusal)
             return _upload_page(request, form, [], status=429)
         if form.is_valid():
@@ -136,14 +137,22 @@ def upload(request: HttpRequest) -> HttpResponse:
                 return redirect(location)
             form = UploadForm()
         elif _wants_json(request):
-            return JsonResponse({"errors": form.errors.get("images", []), "refused": []}, status=400)
+            return _refusals_json(errors=form.errors.get("images", []))
     else:
         form = UploadForm()
     if outcomes and _wants_json(request):  # every file was refused
-        refused = [{"name": outcome.name, "error": outcome.error} for outcome in outcomes]
-        return JsonResponse({"errors": [], "refused": refused}, status=400)
+        return _refusals_json(
+            refused=[{"name": outcome.name, "error": outcome.error} for outcome in outcomes]
+        )
     status = 400 if (form.errors or outcomes) else 200  # outcomes here: every file was refused
     return _upload_page(request, form, outcomes, status=status)
+
+
+def _refusals_json(
+    *, errors: Sequence[str] = (), refused: Sequence[dict] = (), status: int = 400
+) -> JsonResponse:
+    """Why nothing was uploaded, for the page's script: the batch's `errors`, each file's `refused`."""
+    return JsonResponse({"errors": list(errors), "refused": list(refused)}, status=status)
 
 
 def _uploader(request: HttpRequest) -> tuple[AbstractBaseUser | None, str]:
@@ -205,19 +214,23 @@ def _face_boxes(payload: dict) -> list[dict]:
     return boxes
 
 
+def _result_context(request: HttpRequest, prediction: Prediction, *, session_key: str) -> dict:
+    """What `_result_body.html` shows of one photo, on its own page or as a card of an upload's."""
+    payload = status_payload(prediction)
+    return {
+        "prediction": prediction,
+        "boxes": _face_boxes(payload),
+        "can_change": selectors.prediction_is_owned_by(
+            prediction, user=request.user, session_key=session_key
+        ),
+        "waiting_ahead": payload["waiting_ahead"],
+    }
+
+
 @require_GET
 def detail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
     prediction = _get_prediction_or_404(request, prediction_id)
-    payload = status_payload(prediction)
-    can_change = selectors.prediction_is_owned_by(
-        prediction, user=request.user, session_key=_visitor_key(request)
-    )
-    context = {
-        "prediction": prediction,
-        "boxes": _face_boxes(payload),
-        "can_change": can_change,
-        "waiting_ahead": payload["waiting_ahead"],
-    }
+    context = _result_context(request, prediction, session_key=_visitor_key(request))
     return render(request, "predictions/detail.html", context)
 
 
@@ -237,18 +250,7 @@ def results(request: HttpRequest) -> HttpResponse:
     )
     if not predictions:
         raise Http404("No such predictions.")
-    cards = []
-    for prediction in predictions:
-        payload = status_payload(prediction)
-        owned = selectors.prediction_is_owned_by(prediction, user=request.user, session_key=session_key)
-        cards.append(
-            {
-                "prediction": prediction,
-                "boxes": _face_boxes(payload),
-                "can_change": owned,
-                "waiting_ahead": payload["waiting_ahead"],
-            }
-        )
+    cards = [_result_context(request, prediction, session_key=session_key) for prediction in predictions]
     context = {
         "cards": cards,
         "all_finished": all(p.is_finished for p in predictions),

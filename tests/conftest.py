@@ -73,6 +73,23 @@ def no_upload_rate_limit(settings) -> None:
     settings.AGEGENDER_UPLOADS_PER_HOUR = 0
 
 
+@pytest.fixture
+def upload_allowance(settings) -> Iterator[Callable[[int], None]]:
+    """Call the value to turn the hourly allowance on at that many photos. The counts go under a queue
+    name of the test's own, and are removed from the real Redis afterwards."""
+    import redis
+
+    settings.AGEGENDER_QUEUE = queue = f"test-allowance-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(settings.REDIS_URL)  # now: a test may point REDIS_URL elsewhere
+
+    def turn_on(photos: int) -> None:
+        settings.AGEGENDER_UPLOADS_PER_HOUR = photos
+
+    yield turn_on
+    for key in client.scan_iter(f"agegender:uploads:{queue}:*"):
+        client.delete(key)
+
+
 @pytest.fixture(autouse=True)
 def private_media(settings, tmp_path: Path) -> Path:
     """Every test stores uploads in its own private folder (never the developer's var/media)."""

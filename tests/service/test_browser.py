@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -312,26 +311,19 @@ def _session_for_visitor(visitor_key: str) -> str:
 
 
 def test_too_many_photos_this_hour_is_said_on_the_form(
-    live_server, browser, settings, astronaut_jpeg, tmp_path
+    live_server, browser, upload_allowance, astronaut_jpeg, tmp_path
 ):
-    import redis
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    settings.AGEGENDER_UPLOADS_PER_HOUR = 1
-    settings.AGEGENDER_QUEUE = queue = f"test-rate-{uuid.uuid4().hex[:8]}"
+    upload_allowance(1)
     paths = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
     for path in paths:
         path.write_bytes(astronaut_jpeg)
-    try:
-        browser.get(live_server.url + "/")
-        browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys("\n".join(map(str, paths)))
-        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        section = WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "upload-errors")))
-        assert "Too many photos from your address: at most 1 an hour" in section.text
-        assert Prediction.objects.count() == 0
-    finally:
-        client = redis.Redis.from_url(settings.REDIS_URL)
-        for key in client.scan_iter(f"agegender:uploads:{queue}:*"):
-            client.delete(key)
+    browser.get(live_server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys("\n".join(map(str, paths)))
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    section = WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "upload-errors")))
+    assert "Too many photos from your address: at most 1 an hour" in section.text
+    assert Prediction.objects.count() == 0

@@ -3,10 +3,7 @@ batch is said clearly, stores nothing and is not counted; another address has it
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import redis
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from predictions.models import Prediction
@@ -16,13 +13,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def limit_of_three(settings):
-    settings.AGEGENDER_UPLOADS_PER_HOUR = 3
-    settings.AGEGENDER_QUEUE = queue = f"test-rate-{uuid.uuid4().hex[:8]}"  # counts of this test only
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    yield
-    for key in client.scan_iter(f"agegender:uploads:{queue}:*"):
-        client.delete(key)
+def limit_of_three(upload_allowance) -> None:
+    upload_allowance(3)
 
 
 def photos(jpeg: bytes, count: int) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import redis
 from django.test import Client
 
 from predictions.models import Prediction
@@ -33,16 +32,10 @@ def test_the_sample_portrait_is_read_like_an_upload(client, celery_worker, priva
 
 
 @pytest.mark.django_db
-def test_the_sample_is_asked_for_by_post_and_counts_against_the_allowance(client, settings):
+def test_the_sample_is_asked_for_by_post_and_counts_against_the_allowance(client, upload_allowance):
     assert client.get("/sample/").status_code == 405
-    settings.AGEGENDER_UPLOADS_PER_HOUR = 1
-    settings.AGEGENDER_QUEUE = "test-sample-allowance"
-    broker = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        assert Client().post("/sample/").status_code == 302  # no job is sent: this test never commits
-        refused = client.post("/sample/", REMOTE_ADDR="127.0.0.1", follow=True)
-        assert "Too many photos from your address" in refused.content.decode()
-        assert Prediction.objects.count() == 1
-    finally:
-        for key in broker.scan_iter("agegender:uploads:test-sample-allowance:*"):
-            broker.delete(key)
+    upload_allowance(1)
+    assert Client().post("/sample/").status_code == 302  # no job is sent: this test never commits
+    refused = client.post("/sample/", REMOTE_ADDR="127.0.0.1", follow=True)
+    assert "Too many photos from your address" in refused.content.decode()
+    assert Prediction.objects.count() == 1
