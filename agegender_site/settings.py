@@ -203,6 +203,11 @@ CELERY_BEAT_SCHEDULE = {
 }
 AGEGENDER_TASK_SOFT_TIME_LIMIT = env_int("AGEGENDER_TASK_SOFT_TIME_LIMIT", 120)
 AGEGENDER_TASK_TIME_LIMIT = env_int("AGEGENDER_TASK_TIME_LIMIT", 150)
+# A job that fails for a reason other than the photo itself (storage or database away for a moment, a
+# bug) is tried again this many times, after AGEGENDER_TASK_RETRY_DELAY seconds, doubling each time;
+# after that the photo is marked failed, and its sender may ask for one more try ("Try again").
+AGEGENDER_TASK_RETRIES = env_int("AGEGENDER_TASK_RETRIES", 2)
+AGEGENDER_TASK_RETRY_DELAY = env_int("AGEGENDER_TASK_RETRY_DELAY", 10)
 AGEGENDER_PREDICT_TASK = "worker.predict"
 # Each worker process starts loading the model as it starts, instead of on its first job.
 AGEGENDER_PRELOAD_MODEL = env_bool("AGEGENDER_PRELOAD_MODEL", True)

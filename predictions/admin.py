@@ -63,6 +63,7 @@ class PredictionAdmin(admin.ModelAdmin):
         "as_one_face",
         "status",
         "error",
+        "retryable",
         "model_version",
         "attempts",
         "inference_ms",

@@ -49,6 +49,8 @@ class Prediction(models.Model):
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.CharField(max_length=500, blank=True)
+    #: Failed for a reason that was not the photo's (the worker's, or time): its sender may try again.
+    retryable = models.BooleanField(default=False)
     model_version = models.CharField(max_length=100, blank=True, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     inference_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -80,6 +82,11 @@ class Prediction(models.Model):
     def readable_as_one_face(self) -> bool:
         """Finished with no face found, and not yet read as one face: its sender may ask for that."""
         return self.status == self.Status.DONE and not self.as_one_face and not self.faces.all()
+
+    @property
+    def can_try_again(self) -> bool:
+        """Failed, but not because of the photo: its sender may ask for it to be read again."""
+        return self.status == self.Status.FAILED and self.retryable
 
     @property
     def total_ms(self) -> int | None:

@@ -141,11 +141,36 @@ def prediction_start(*, prediction_id: uuid.UUID | str) -> Prediction | None:
             return None
         prediction.status = Prediction.Status.PROCESSING
         prediction.error = ""
+        prediction.retryable = False
         prediction.started_at = timezone.now()
         prediction.finished_at = None
         prediction.attempts += 1
-        prediction.save(update_fields=["status", "error", "started_at", "finished_at", "attempts"])
+        prediction.save(
+            update_fields=["status", "error", "retryable", "started_at", "finished_at", "attempts"]
+        )
     return prediction
+
+
+def prediction_retry_later(*, prediction_id: uuid.UUID | str) -> Prediction | None:
+    """The worker failed on this job for a reason that may pass (not the photo's) and is about to hand it
+    back to the broker to be tried again later: queued again, as handed over now. None when the row is
+    gone (nothing to retry)."""
+    with transaction.atomic():
+        prediction = Prediction.objects.select_for_update().filter(pk=prediction_id).first()
+        if prediction is None:
+            return None
+        prediction.status = Prediction.Status.QUEUED
+        prediction.error = ""
+        prediction.enqueued_at = timezone.now()
+        prediction.started_at = prediction.finished_at = None
+        prediction.save(update_fields=["status", "error", "enqueued_at", "started_at", "finished_at"])
+    return prediction
+
+
+def prediction_retry_not_sent(*, prediction_id: uuid.UUID | str) -> None:
+    """The broker refused the retry `prediction_retry_later` announced: mark the job unsent, so that
+    `predictions_send_unsent` sends it once the broker is back."""
+    Prediction.objects.filter(pk=prediction_id, status=Prediction.Status.QUEUED).update(enqueued_at=None)
 
 
 def in_reading_order(faces: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -217,6 +242,7 @@ def prediction_finish(
             )
             prediction.status = Prediction.Status.DONE
             prediction.error = ""
+            prediction.retryable = False
             prediction.model_version = model_version[:100]
             prediction.image_width = image_width
             prediction.image_height = image_height
@@ -236,9 +262,10 @@ def prediction_finish(
 
 
 def prediction_fail(
-    *, prediction_id: uuid.UUID | str, error: str, model_version: str = ""
+    *, prediction_id: uuid.UUID | str, error: str, model_version: str = "", retryable: bool = False
 ) -> Prediction | None:
-    """Record a readable reason why a prediction could not be made. None when the row is gone."""
+    """Record a readable reason why a prediction could not be made; `retryable` when the reason was not
+    the photo (its sender may then try again). None when the row is gone."""
     with transaction.atomic():
         prediction = Prediction.objects.select_for_update().filter(pk=prediction_id).first()
         if prediction is None:
@@ -246,20 +273,45 @@ def prediction_fail(
         prediction.faces.all().delete()
         prediction.status = Prediction.Status.FAILED
         prediction.error = error[:500]
+        prediction.retryable = retryable
         if model_version:
             prediction.model_version = model_version[:100]
         prediction.finished_at = timezone.now()
-        prediction.save(update_fields=["status", "error", "model_version", "finished_at"])
+        prediction.save(update_fields=["status", "error", "retryable", "model_version", "finished_at"])
     return prediction
 
 
+def _requeue(prediction_id: uuid.UUID, **changes: Any) -> None:
+    """Queue a prediction's job again, from the start; the worker replaces its faces."""
+    Prediction.objects.filter(pk=prediction_id).update(
+        status=Prediction.Status.QUEUED,
+        error="",
+        retryable=False,
+        enqueued_at=None,
+        started_at=None,
+        finished_at=None,
+        **changes,
+    )
+    _enqueue_on_commit(prediction_id)
+
+
 def prediction_rerun(*, prediction: Prediction) -> None:
-    """Queue a prediction again (admin action); the worker replaces its faces."""
+    """Queue a prediction again (admin action), whatever its state."""
     with transaction.atomic():
-        Prediction.objects.filter(pk=prediction.pk).update(
-            status=Prediction.Status.QUEUED, error="", enqueued_at=None, started_at=None, finished_at=None
-        )
-        _enqueue_on_commit(prediction.pk)
+        _requeue(prediction.pk)
+
+
+class NotRetryable(ValueError):
+    """Only a photo that failed for a reason other than the photo itself can be tried again."""
+
+
+def prediction_try_again(*, prediction: Prediction) -> None:
+    """Its sender asks for a photo that failed through no fault of its own to be read again."""
+    with transaction.atomic():
+        locked = Prediction.objects.select_for_update().get(pk=prediction.pk)
+        if not locked.can_try_again:
+            raise NotRetryable("Only a photo that failed for a passing reason can be tried again.")
+        _requeue(locked.pk)
 
 
 class NotReadableAsOneFace(ValueError):
@@ -272,14 +324,7 @@ def prediction_read_as_one_face(*, prediction: Prediction) -> None:
         locked = Prediction.objects.select_for_update().get(pk=prediction.pk)
         if not locked.readable_as_one_face:
             raise NotReadableAsOneFace("Only a photo in which no face was found can be read as one face.")
-        locked.as_one_face = True
-        locked.status = Prediction.Status.QUEUED
-        locked.error = ""
-        locked.enqueued_at = locked.started_at = locked.finished_at = None
-        locked.save(
-            update_fields=["as_one_face", "status", "error", "enqueued_at", "started_at", "finished_at"]
-        )
-        _enqueue_on_commit(locked.pk)
+        _requeue(locked.pk, as_one_face=True)
 
 
 def prediction_files_delete(*, prediction: Prediction) -> None:

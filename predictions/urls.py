@@ -19,4 +19,5 @@ urlpatterns = [
     path("p/<uuid:prediction_id>/thumbnail/", views.thumbnail, name="thumbnail"),
     path("p/<uuid:prediction_id>/delete/", views.delete, name="delete"),
     path("p/<uuid:prediction_id>/as-one-face/", views.read_as_one_face, name="as_one_face"),
+    path("p/<uuid:prediction_id>/try-again/", views.try_again, name="try_again"),
 ]

@@ -90,6 +90,7 @@ def status_payload(prediction: Prediction, *, with_queue: bool = True) -> dict:
         "image_height": prediction.image_height,
         "face_count": len(faces),
         "as_one_face": prediction.as_one_face,
+        "retryable": prediction.can_try_again,
         **({"waiting_ahead": selectors.prediction_waiting_ahead(prediction)} if with_queue else {}),
         "faces": faces,
         "created_at": prediction.created_at.isoformat(),
@@ -336,7 +337,23 @@ def read_as_one_face(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResp
         services.prediction_read_as_one_face(prediction=prediction)
     except services.NotReadableAsOneFace as exc:  # e.g. the button pressed twice: say so on the page
         messages.info(request, str(exc))
-    back = request.POST.get("next", "")  # the page it was asked from: the photo's, or its upload's
+    return _back_to_result(request, prediction)
+
+
+@require_POST
+def try_again(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
+    """A photo that failed through no fault of its own (the worker's, or time) is read again."""
+    prediction = _get_prediction_or_404(request, prediction_id, for_change=True)
+    try:
+        services.prediction_try_again(prediction=prediction)
+    except services.NotRetryable as exc:  # pressed twice, or a photo the engine cannot read
+        messages.info(request, str(exc))
+    return _back_to_result(request, prediction)
+
+
+def _back_to_result(request: HttpRequest, prediction: Prediction) -> HttpResponse:
+    """Back to the page a photo's button was pressed on (the photo's, or its upload's)."""
+    back = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(
         back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):

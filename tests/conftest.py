@@ -175,6 +175,13 @@ def _point_celery_at(url: str) -> None:
     app.amqp._producer_pool = None
 
 
+def nowhere_broker_url() -> str:
+    """A Redis URL on a local port free now: nothing listens there (connection refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+
+
 @pytest.fixture
 def broker_away() -> Iterator[Callable[[], None]]:
     """The broker is unreachable, for real: Celery is pointed at a local port where nothing listens
@@ -182,11 +189,27 @@ def broker_away() -> Iterator[Callable[[], None]]:
     from agegender_site.celery import app
 
     good = app.conf.broker_url
-    with socket.socket() as probe:  # a port free now: nothing listens there
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    _point_celery_at(f"redis://127.0.0.1:{port}/0")
+    _point_celery_at(nowhere_broker_url())
     try:
         yield lambda: _point_celery_at(good)
     finally:
         _point_celery_at(good)
+
+
+class Fault:
+    """Makes the worker's step after the model (the photo's thumbnail and display copy) raise the first
+    `times` times it runs, as a storage that cannot be written for a moment would."""
+
+    def __init__(self, times: int, then=None) -> None:
+        from worker.images import upright_size_and_thumbnail
+
+        self.left, self.then, self.real, self.calls = times, then, upright_size_and_thumbnail, 0
+
+    def __call__(self, data: bytes):
+        self.calls += 1
+        if self.left > 0:
+            self.left -= 1
+            if self.then is not None:
+                self.then()
+            raise OSError("storage unavailable (injected by the test)")
+        return self.real(data)

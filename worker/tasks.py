@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 
-from celery import shared_task
+from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
@@ -35,6 +35,7 @@ def _send_unsent(**kwargs: object) -> None:
 
 
 @shared_task(
+    bind=True,
     name=settings.AGEGENDER_PREDICT_TASK,
     acks_late=True,  # a job whose worker dies mid-way goes back to the queue ...
     reject_on_worker_lost=True,  # ... instead of being acknowledged as if it had run
@@ -42,8 +43,12 @@ def _send_unsent(**kwargs: object) -> None:
     time_limit=settings.AGEGENDER_TASK_TIME_LIMIT,
     ignore_result=True,
 )
-def predict(prediction_id: str) -> str:
-    """Estimate age and gender for every face of one prediction. Safe to run twice (faces are replaced)."""
+def predict(self: Task, prediction_id: str) -> str:
+    """Estimate age and gender for every face of one prediction. Safe to run twice (faces are replaced).
+
+    A photo the engine cannot read fails for good, with the engine's reason. Any other error (storage or
+    database away for a moment, a bug) is tried again `AGEGENDER_TASK_RETRIES` times, later, before the
+    photo is marked failed; such a failure, and a photo that took too long, its sender may try again."""
     try:
         uuid.UUID(str(prediction_id))
     except ValueError:
@@ -56,14 +61,41 @@ def predict(prediction_id: str) -> str:
     try:
         return _run(prediction)
     except SoftTimeLimitExceeded:
-        services.prediction_fail(prediction_id=prediction_id, error="The photo took too long to process.")
-        return "failed"
-    except Exception:
-        logger.exception("Prediction %s failed unexpectedly", prediction_id)
         services.prediction_fail(
-            prediction_id=prediction_id, error="Something went wrong while processing this photo."
+            prediction_id=prediction_id, error="The photo took too long to process.", retryable=True
         )
         return "failed"
+    except Exception:
+        tries_left = settings.AGEGENDER_TASK_RETRIES - self.request.retries
+        logger.exception(
+            "Prediction %s failed unexpectedly (%s)",
+            prediction_id,
+            f"to be tried again, {tries_left} time(s) more" if tries_left > 0 else "no tries left",
+        )
+        if tries_left > 0 and _retry_later(self, prediction_id):
+            return "retrying"
+        services.prediction_fail(
+            prediction_id=prediction_id,
+            error="Something went wrong while processing this photo.",
+            retryable=True,
+        )
+        return "failed"
+
+
+def _retry_later(task: Task, prediction_id: str) -> bool:
+    """Hand the job back to the broker, to run again after a delay that doubles with each try. False when
+    the row is gone. A broker that cannot take it leaves the job unsent, for `send_unsent` to send."""
+    if services.prediction_retry_later(prediction_id=prediction_id) is None:
+        return False
+    delay = settings.AGEGENDER_TASK_RETRY_DELAY * 2**task.request.retries
+    try:
+        task.retry(countdown=delay, max_retries=settings.AGEGENDER_TASK_RETRIES, throw=False)
+    except Exception as exc:
+        logger.warning(
+            "Could not queue prediction %s again (%s); it stays queued, unsent", prediction_id, exc
+        )
+        services.prediction_retry_not_sent(prediction_id=prediction_id)
+    return True
 
 
 @shared_task(name=settings.AGEGENDER_SEND_UNSENT_TASK, ignore_result=True)

@@ -156,6 +156,8 @@
     var faces = card.querySelector(".faces");
     var asOneFace = card.querySelector(".as-one-face");
     if (asOneFace) asOneFace.hidden = !(data.status === "done" && !data.faces.length && !data.as_one_face);
+    var tryAgain = card.querySelector(".try-again");
+    if (tryAgain) tryAgain.hidden = !(data.status === "failed" && data.retryable);
     if (!data.finished) {  // say how far along it is, changing the text only when it changes
       var ahead = data.waiting_ahead;
       var text = (ahead ? "Waiting: " + ahead + " photo" + (ahead === 1 ? "" : "s") + " ahead of this one."

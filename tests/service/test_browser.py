@@ -144,6 +144,39 @@ def test_a_close_crop_without_a_found_face_is_read_as_one_face_on_request(
     assert not browser.find_element(By.CSS_SELECTOR, "#result .as-one-face").is_displayed()
 
 
+def test_a_photo_that_failed_through_our_fault_is_tried_again_on_request(
+    live_server, celery_worker, browser, settings, monkeypatch, astronaut_jpeg, tmp_path
+):
+    """The worker fails on every try (a fault injected into its step after the model, as a storage that
+    cannot be written would): the page learns by polling that the photo failed, through no fault of its
+    own, and offers "Try again"; with the fault gone, pressing it gets the face."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.conftest import Fault
+
+    settings.AGEGENDER_TASK_RETRIES, settings.AGEGENDER_TASK_RETRY_DELAY = 1, 0
+    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", Fault(times=2))
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    browser.get(live_server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
+    offer = browser.find_element(By.CSS_SELECTOR, "#result .try-again")
+
+    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Failed"))
+    WebDriverWait(browser, 10).until(ec.visibility_of(offer))
+    assert "Something went wrong" in browser.find_element(By.CSS_SELECTOR, "#result .faces").text
+    offer.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
+    WebDriverWait(browser, 10).until(ec.visibility_of_element_located(RESULT_BOXES))
+    assert "female" in browser.find_element(By.CSS_SELECTOR, "#result .faces").text
+    assert not browser.find_element(By.CSS_SELECTOR, "#result .try-again").is_displayed()
+
+
 def test_several_photos_show_their_faces_together_without_reload(
     live_server, celery_worker, browser, astronaut_jpeg, no_face_jpeg, tmp_path
 ):

@@ -1,0 +1,139 @@
+"""A job that fails for a reason other than the photo (storage or database away for a moment, a bug) is run
+again by the worker, later; if it still fails, its sender may press "Try again". A photo the engine cannot
+read fails at once, for good.
+
+The passing fault is injected into the real worker (an in-process thread of the test session) by making
+one step of the job raise, as a storage outage would: everything else is real (Redis, Celery, the model).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+
+from predictions import services
+from predictions.models import Prediction
+from tests.conftest import Fault, _point_celery_at, nowhere_broker_url, wait_until_finished
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture
+def quick_retries(settings) -> None:
+    settings.AGEGENDER_TASK_RETRIES = 1
+    settings.AGEGENDER_TASK_RETRY_DELAY = 0
+
+
+def upload(client, astronaut_jpeg: bytes) -> Prediction:
+    response = client.post("/", {"images": [SimpleUploadedFile("me.jpg", astronaut_jpeg, "image/jpeg")]})
+    assert response.status_code == 302, response.content.decode()
+    return Prediction.objects.get()
+
+
+def try_again_form(page: str) -> str | None:
+    """The "Try again" form's opening tag as served, or None when the page has none."""
+    match = re.search(r'<form [^>]*class="try-again"[^>]*>', page)
+    return match.group(0) if match else None
+
+
+def test_a_passing_fault_is_retried_by_the_worker_and_the_photo_is_read(
+    client, celery_worker, quick_retries, monkeypatch, astronaut_jpeg
+):
+    fault = Fault(times=1)
+    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
+
+    prediction = upload(client, astronaut_jpeg)
+    payload = wait_until_finished(client, prediction.id)
+
+    assert payload["status"] == "done" and payload["face_count"] == 1, payload
+    assert "failed" not in payload["seen_statuses"]  # the sender never saw the fault
+    assert fault.calls == 2
+    prediction.refresh_from_db()
+    assert prediction.attempts == 2 and not prediction.retryable
+
+
+def test_a_lasting_fault_fails_the_photo_and_its_sender_may_try_again(
+    client, celery_worker, quick_retries, monkeypatch, astronaut_jpeg, private_media
+):
+    fault = Fault(times=2)  # the first run and its one retry
+    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
+    prediction = upload(client, astronaut_jpeg)
+
+    payload = wait_until_finished(client, prediction.id)
+
+    assert payload["status"] == "failed" and payload["retryable"] is True, payload
+    assert payload["error"] == "Something went wrong while processing this photo."
+    assert fault.calls == 2
+    page = client.get(f"/p/{prediction.id}/").content.decode()
+    form = try_again_form(page)
+    assert form is not None and "hidden" not in form
+    assert "This was our fault, not your photo" in page
+
+    # Someone else cannot make it run again.
+    other = client.__class__()
+    assert other.post(f"/p/{prediction.id}/try-again/").status_code == 404
+
+    response = client.post(f"/p/{prediction.id}/try-again/", {"next": f"/p/{prediction.id}/"})
+    assert response.status_code == 302 and response["Location"] == f"/p/{prediction.id}/"
+    payload = wait_until_finished(client, prediction.id)
+
+    assert payload["status"] == "done" and payload["face_count"] == 1, payload
+    assert payload["faces"][0]["gender"] == "female" and payload["retryable"] is False
+    prediction.refresh_from_db()
+    assert prediction.attempts == 3 and prediction.error == ""
+    assert "hidden" in try_again_form(client.get(f"/p/{prediction.id}/").content.decode())
+
+
+def test_a_retry_the_broker_cannot_take_is_sent_once_it_is_back(
+    client, celery_worker, quick_retries, monkeypatch, astronaut_jpeg
+):
+    """Redis goes away just as the job fails: the retry cannot be handed over, and the row says so (queued,
+    unsent), so that the page's polling sends it once Redis is back."""
+    from agegender_site.celery import app
+
+    good, nowhere = app.conf.broker_url, nowhere_broker_url()
+    fault = Fault(times=1, then=lambda: _point_celery_at(nowhere))  # Redis goes as the step fails
+    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
+    try:
+        prediction = upload(client, astronaut_jpeg)
+        deadline = timezone.now() + timedelta(seconds=120)
+        while fault.calls == 0 or prediction.enqueued_at is not None:
+            assert timezone.now() < deadline, vars(prediction)
+            prediction.refresh_from_db()
+        assert prediction.status == Prediction.Status.QUEUED and prediction.attempts == 1
+    finally:
+        _point_celery_at(good)
+    Prediction.objects.filter(pk=prediction.pk).update(created_at=timezone.now() - timedelta(seconds=30))
+
+    payload = wait_until_finished(client, prediction.id)  # its polls send the job again
+
+    assert payload["status"] == "done" and payload["face_count"] == 1, payload
+    assert fault.calls == 2
+
+
+def test_a_photo_the_engine_cannot_read_fails_for_good(client, celery_worker, monkeypatch, private_media):
+    fault = Fault(times=0)
+    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
+    session = client.session
+    session["predictions_visitor"] = "visitor-1"
+    session.save()
+    prediction = Prediction(original_name="garbage.jpg", session_key="visitor-1")
+    prediction.image.save("garbage.jpg", ContentFile(b"\x00garbage" * 100), save=True)
+    services.prediction_rerun(prediction=prediction)
+
+    payload = wait_until_finished(client, prediction.id)
+
+    assert payload["status"] == "failed" and payload["retryable"] is False, payload
+    prediction.refresh_from_db()
+    assert prediction.attempts == 1  # not run again: the same bytes would fail the same way
+    page = client.get(f"/p/{prediction.id}/").content.decode()
+    assert "hidden" in try_again_form(page)
+    response = client.post(f"/p/{prediction.id}/try-again/", follow=True)
+    assert "Only a photo that failed for a passing reason can be tried again." in response.content.decode()
+    prediction.refresh_from_db()
+    assert prediction.status == Prediction.Status.FAILED and prediction.attempts == 1
