@@ -95,6 +95,14 @@ def test_a_file_the_engine_cannot_read_ends_failed_with_its_reason(client, celer
     assert status["status"] == "failed"
     assert status["error"] and "went wrong" not in status["error"]
     assert status["faces"] == []
+    # Not run again, nor offered to its sender: the same bytes would fail the same way.
+    assert status["retryable"] is False
+    prediction.refresh_from_db()
+    assert prediction.attempts == 1
+    response = client.post(f"/p/{prediction.id}/try-again/", follow=True)
+    assert "Only a photo that failed for a passing reason can be tried again." in response.content.decode()
+    prediction.refresh_from_db()
+    assert prediction.status == Prediction.Status.FAILED and prediction.attempts == 1
 
 
 def test_task_is_idempotent_and_exits_cleanly_when_the_row_is_gone(predictor, astronaut_jpeg, private_media):

@@ -1,6 +1,6 @@
 """A job that fails for a reason other than the photo (storage or database away for a moment, a bug) is run
-again by the worker, later; if it still fails, its sender may press "Try again". A photo the engine cannot
-read fails at once, for good.
+again by the worker, later; if it still fails, its sender may press "Try again". (A photo the engine cannot
+read fails at once, for good, with no offer: `test_end_to_end`.)
 
 The passing fault is injected into the real worker (an in-process thread of the test session) by making
 one step of the job raise, as a storage outage would: everything else is real (Redis, Celery, the model).
@@ -12,11 +12,9 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from predictions import services
 from predictions.models import Prediction
 from tests.conftest import Fault, _point_celery_at, nowhere_broker_url, wait_until_finished
 
@@ -114,26 +112,3 @@ def test_a_retry_the_broker_cannot_take_is_sent_once_it_is_back(
 
     assert payload["status"] == "done" and payload["face_count"] == 1, payload
     assert fault.calls == 2
-
-
-def test_a_photo_the_engine_cannot_read_fails_for_good(client, celery_worker, monkeypatch, private_media):
-    fault = Fault(times=0)
-    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
-    session = client.session
-    session["predictions_visitor"] = "visitor-1"
-    session.save()
-    prediction = Prediction(original_name="garbage.jpg", session_key="visitor-1")
-    prediction.image.save("garbage.jpg", ContentFile(b"\x00garbage" * 100), save=True)
-    services.prediction_rerun(prediction=prediction)
-
-    payload = wait_until_finished(client, prediction.id)
-
-    assert payload["status"] == "failed" and payload["retryable"] is False, payload
-    prediction.refresh_from_db()
-    assert prediction.attempts == 1  # not run again: the same bytes would fail the same way
-    page = client.get(f"/p/{prediction.id}/").content.decode()
-    assert "hidden" in try_again_form(page)
-    response = client.post(f"/p/{prediction.id}/try-again/", follow=True)
-    assert "Only a photo that failed for a passing reason can be tried again." in response.content.decode()
-    prediction.refresh_from_db()
-    assert prediction.status == Prediction.Status.FAILED and prediction.attempts == 1
