@@ -182,6 +182,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("AGEGENDER_VISIBILITY_TIMEOUT", 3600)}
 # A job queued this long ago (seconds) and still not started is taken as lost by the broker and sent again.
 AGEGENDER_RESEND_AFTER = env_int("AGEGENDER_RESEND_AFTER", 3600)
+# After failing to reach the broker, a process leaves it alone this many seconds (jobs wait, unsent).
+AGEGENDER_BROKER_RETRY_PAUSE = env_int("AGEGENDER_BROKER_RETRY_PAUSE", 10)
 # Visitors who never sign in lose their session (SESSION_COOKIE_AGE, two weeks); their photos are deleted
 # this many days after upload (0 keeps them). Signed-in users keep theirs until they delete them.
 AGEGENDER_ANONYMOUS_RETENTION_DAYS = env_int("AGEGENDER_ANONYMOUS_RETENTION_DAYS", 14)

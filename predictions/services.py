@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -34,16 +35,29 @@ _FACE_FIELDS = (
 )
 
 
+#: Until when (`time.monotonic()`) this process leaves the broker alone after failing to reach it.
+_broker_away_until = 0.0
+
+
 def _send(prediction_id: uuid.UUID | str) -> bool:
     """Hand the job to the broker by task name (the web never imports the worker) and note when. A broker
     that cannot be reached is logged, not raised: the photo and its row are kept, queued, and the job is
     sent again by `predictions_send_unsent` (the status page's polling, a worker starting, or the
-    `send_unsent` command)."""
+    `send_unsent` command).
+
+    Reaching for a broker that is away takes time (0.6 s when the connection is refused, seconds more
+    when it times out), so after a failure this process does not try again for
+    `AGEGENDER_BROKER_RETRY_PAUSE` seconds: an upload of 20 photos, or the polls of every waiting page,
+    pay for one attempt, not one each."""
+    global _broker_away_until
+    if time.monotonic() < _broker_away_until:
+        return False
     try:
         current_app.send_task(
             settings.AGEGENDER_PREDICT_TASK, args=[str(prediction_id)], queue=settings.AGEGENDER_QUEUE
         )
     except Exception as exc:  # kombu's OperationalError, a timeout, a refused login: whatever the broker says
+        _broker_away_until = time.monotonic() + settings.AGEGENDER_BROKER_RETRY_PAUSE
         # A warning, not a traceback: while the broker is away every poll of a waiting page tries again.
         logger.warning(
             "Could not queue prediction %s (%s); it stays queued, to be sent again", prediction_id, exc

@@ -182,12 +182,22 @@ def nowhere_broker_url() -> str:
         return f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
 
 
+@pytest.fixture(autouse=True)
+def broker_reachable_again() -> None:
+    """Every test starts with the web's memory of a broker that was away cleared (`services._send`)."""
+    from predictions import services
+
+    services._broker_away_until = 0.0
+
+
 @pytest.fixture
-def broker_away() -> Iterator[Callable[[], None]]:
+def broker_away(settings) -> Iterator[Callable[[], None]]:
     """The broker is unreachable, for real: Celery is pointed at a local port where nothing listens
-    (connection refused, as when Redis is down). Call the fixture's value to bring the broker back."""
+    (connection refused, as when Redis is down). Call the fixture's value to bring the broker back.
+    Every send tries the broker (`AGEGENDER_BROKER_RETRY_PAUSE` 0) unless a test sets a pause."""
     from agegender_site.celery import app
 
+    settings.AGEGENDER_BROKER_RETRY_PAUSE = 0
     good = app.conf.broker_url
     _point_celery_at(nowhere_broker_url())
     try:

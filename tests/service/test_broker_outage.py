@@ -4,6 +4,7 @@ once the broker answers again (the page's polling, a worker starting, or `manage
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import timedelta
 
@@ -45,6 +46,43 @@ def test_an_upload_while_redis_is_down_is_kept_and_read_once_it_is_back(
     assert payload["faces"][0]["gender"] == "female"
     prediction.refresh_from_db()
     assert prediction.enqueued_at is not None and prediction.attempts == 1, vars(prediction)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_while_redis_is_away_an_upload_and_the_polls_pay_for_one_attempt_not_one_each(
+    client, celery_worker, broker_away, settings, monkeypatch, astronaut_jpeg
+):
+    """Reaching for a broker that is away takes time; after one failure the web leaves it alone for
+    `AGEGENDER_BROKER_RETRY_PAUSE` seconds, then tries again and sends what waited."""
+    from celery import current_app
+
+    settings.AGEGENDER_BROKER_RETRY_PAUSE = 1
+    attempts = []
+    real_send_task = current_app.send_task
+
+    def counted_send_task(*args, **kwargs):
+        attempts.append(args)
+        return real_send_task(*args, **kwargs)
+
+    monkeypatch.setattr(current_app, "send_task", counted_send_task)
+    photos = [SimpleUploadedFile(f"{i}.jpg", astronaut_jpeg, content_type="image/jpeg") for i in range(3)]
+
+    assert client.post("/", {"images": photos}).status_code == 302
+    predictions = list(Prediction.objects.all())
+    assert len(predictions) == 3 and {p.enqueued_at for p in predictions} == {None}
+    assert len(attempts) == 1  # the first send failed; the other two did not try
+    for prediction in predictions:
+        _age(prediction, created_at=timedelta(seconds=30))
+        assert client.get(f"/p/{prediction.id}/status/").json()["status"] == "queued"
+    assert len(attempts) == 1  # nor did the polls, within the pause
+
+    broker_away()  # Redis is back; once the pause is over, the next poll sends what waited
+    time.sleep(1.1)
+    payloads = [wait_until_finished(client, prediction.id) for prediction in predictions]
+
+    assert [payload["status"] for payload in payloads] == ["done"] * 3
+    assert len(attempts) == 1 + 3
 
 
 @pytest.mark.django_db
