@@ -60,6 +60,19 @@ def two_faces_jpeg() -> bytes:
 
 
 @pytest.fixture(scope="session")
+def face_grid_jpeg() -> bytes:
+    """Eight copies of the astronaut's face in a 4×2 grid, 520×320 pixels: faces close together."""
+    from PIL import Image
+    from skimage import data
+
+    face = Image.fromarray(data.astronaut()).crop((150, 40, 290, 220)).resize((110, 140))
+    grid = Image.new("RGB", (4 * 130, 2 * 160), (230, 230, 225))
+    for i in range(8):
+        grid.paste(face, (10 + (i % 4) * 130, 10 + (i // 4) * 160))
+    return jpeg_bytes(np.asarray(grid))
+
+
+@pytest.fixture(scope="session")
 def no_face_jpeg() -> bytes:
     """A smooth gradient: a valid photo with no face in it."""
     ramp = np.linspace(40, 220, 480, dtype=np.uint8)

@@ -204,7 +204,47 @@
       list.appendChild(item);
     });
     faces.appendChild(list);
+    fitLabels(card);
   }
+
+  // A box's label ("2 · female 34") that would cover another face or label, as where faces are close
+  // together or the photo is shown small, is cut to the face's number, which the list below explains.
+  function fitLabels(root) {
+    Array.prototype.forEach.call(root.querySelectorAll(".boxes"), function (layer) {
+      var boxes = layer.querySelectorAll(".box");
+      var labels = Array.prototype.map.call(boxes, function (box) {
+        var label = box.querySelector(".box-label");
+        var full = label.getAttribute("data-full") || label.textContent;
+        label.setAttribute("data-full", full);
+        label.textContent = full;
+        label.classList.remove("short");
+        return label;
+      });
+      var rect = function (node) { return node.getBoundingClientRect(); };
+      var boxRects = Array.prototype.map.call(boxes, rect);
+      var labelRects = labels.map(rect);
+      labels.forEach(function (label, i) {
+        var mine = labelRects[i];
+        var covers = function (other, j) {
+          return j !== i && other.left < mine.right && mine.left < other.right &&
+            other.top < mine.bottom && mine.top < other.bottom;
+        };
+        if (boxRects.some(covers) || labelRects.some(covers)) {
+          label.textContent = label.getAttribute("data-full").split(" · ")[0];
+          label.classList.add("short");
+        }
+      });
+    });
+  }
+  fitLabels(document);
+  Array.prototype.forEach.call(document.querySelectorAll(".photo-frame img"), function (img) {
+    img.addEventListener("load", function () { fitLabels(img.parentNode); });  // its size known at last
+  });
+  var resizing = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizing);
+    resizing = setTimeout(function () { fitLabels(document); }, 150);
+  });
 
   // The results page of several photos: "N of M photos finished · K faces found".
   var summary = document.getElementById("summary");

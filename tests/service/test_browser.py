@@ -218,6 +218,37 @@ def test_several_photos_show_their_faces_together_without_reload(
     assert browser.execute_script("return window.__sameDocument === true;")
 
 
+def test_labels_that_would_cover_other_faces_are_cut_to_the_faces_number(
+    live_server, celery_worker, browser, face_grid_jpeg, tmp_path
+):
+    """Eight faces close together: on a phone-wide page each label ("3 · female 38") would cover the
+    next face, so it shows the face's number only; on a wide page, where it fits, all of it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = tmp_path / "grid.jpg"
+    photo.write_bytes(face_grid_jpeg)
+    browser.get(live_server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
+    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
+    labels = lambda: [label.text for label in browser.find_elements(By.CSS_SELECTOR, "#result .box-label")]  # noqa: E731
+    full = [f"{index} · female" for index in range(1, 9)]
+    try:
+        browser.set_window_size(390, 900)  # drawn by polling, then fitted as the window narrows
+        WebDriverWait(browser, 10).until(lambda _: labels() == [str(index) for index in range(1, 9)])
+
+        browser.refresh()  # drawn by the server, fitted as the page loads
+        WebDriverWait(browser, 10).until(lambda _: labels() == [str(index) for index in range(1, 9)])
+
+        browser.set_window_size(1280, 1000)
+        WebDriverWait(browser, 10).until(lambda _: [label.rsplit(" ", 1)[0] for label in labels()] == full)
+    finally:
+        browser.set_window_size(1280, 1000)
+
+
 def test_a_batch_of_refused_files_is_explained_on_the_form_without_leaving_it(live_server, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
