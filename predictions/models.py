@@ -22,6 +22,10 @@ def _display_to(instance: Prediction, filename: str) -> str:
     return f"display/{timezone.now():%Y/%m}/{instance.id.hex}.jpg"
 
 
+#: How many faces a list (the history) names for each photo.
+BRIEF_FACES = 3
+
+
 class Prediction(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -87,6 +91,15 @@ class Prediction(models.Model):
     def can_try_again(self) -> bool:
         """Failed, but not because of the photo: its sender may ask for it to be read again."""
         return self.status == self.Status.FAILED and self.retryable
+
+    @property
+    def faces_in_brief(self) -> str:
+        """The first faces as "female 37, male 23, male 38, +3 more" (for lists; app.js says it alike)."""
+        faces = list(self.faces.all())
+        parts = [f"{face.gender} {int(face.age + 0.5)}" for face in faces[:BRIEF_FACES]]  # as the pages round
+        if len(faces) > BRIEF_FACES:
+            parts.append(f"+{len(faces) - BRIEF_FACES} more")
+        return ", ".join(parts)
 
     @property
     def total_ms(self) -> int | None:

@@ -411,7 +411,9 @@ def account_delete(request: HttpRequest) -> HttpResponse:
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
     predictions = selectors.prediction_list_for_viewer(user=request.user, session_key=_visitor_key(request))
-    page = Paginator(predictions, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(predictions.prefetch_related("faces"), HISTORY_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
     context = {"page": page, "retention_days": settings.AGEGENDER_ANONYMOUS_RETENTION_DAYS}
     return render(request, "predictions/history.html", context)
 

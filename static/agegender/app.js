@@ -277,6 +277,27 @@
     });
   });
 
+  // The history: a photo still waiting or being read gets its status, face count and faces when done.
+  var BRIEF_FACES = 3;  // as predictions.models.BRIEF_FACES
+  Array.prototype.forEach.call(document.querySelectorAll("li.history-item[data-status-url]"), function (item) {
+    if (item.dataset.finished === "true") return;
+    poll(item.dataset.statusUrl, function (data) {
+      setStatus(item.querySelector(".status"), data);
+      if (!data.finished) return;
+      item.dataset.finished = "true";
+      if (data.status !== "done") return;
+      var count = data.faces.length;
+      item.querySelector(".face-count").textContent = count + " face" + (count === 1 ? "" : "s") + " · ";
+      var parts = data.faces.slice(0, BRIEF_FACES).map(function (face) {
+        return face.gender + " " + Math.round(face.age);
+      });
+      if (count > BRIEF_FACES) parts.push("+" + (count - BRIEF_FACES) + " more");
+      item.querySelector(".faces-brief").textContent = parts.join(", ");
+      var thumb = item.querySelector("img.thumb");  // the worker's thumbnail now, not the photo itself
+      thumb.src = thumb.src.split("?")[0] + "?done";
+    });
+  });
+
   Array.prototype.forEach.call(document.querySelectorAll("form[data-confirm]"), function (node) {
     node.addEventListener("submit", function (event) {
       if (!window.confirm(node.getAttribute("data-confirm"))) event.preventDefault();

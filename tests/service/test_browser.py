@@ -363,6 +363,42 @@ def test_a_waiting_photos_page_counts_down_the_photos_ahead(live_server, browser
     assert browser.execute_script("return window.__sameDocument === true;")
 
 
+def test_the_history_follows_a_waiting_photo_until_its_faces_are_read(
+    live_server, celery_worker, browser, face_grid_jpeg
+):
+    """A photo queued before the history was opened: the page shows it waiting, then, without reload,
+    done with its face count, its first faces and the worker's thumbnail."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from predictions import services
+    from tests.service.test_queue_position import queued
+
+    waiting = queued(face_grid_jpeg, "grid.jpg", seconds_ago=1)  # not sent: nothing reads it yet
+    browser.get(live_server.url + "/")
+    browser.add_cookie({"name": "sessionid", "value": _session_for_visitor("visitor")})
+    browser.get(live_server.url + "/history/")
+    item = browser.find_element(By.CSS_SELECTOR, "li.history-item")
+    assert item.find_element(By.CSS_SELECTOR, ".status").text == "Queued"
+    browser.execute_script("window.__sameDocument = true;")
+
+    services.prediction_rerun(prediction=waiting)  # sent now; the real worker reads it
+    WebDriverWait(browser, 240).until(
+        ec.text_to_be_present_in_element((By.CSS_SELECTOR, "li.history-item .status"), "Done")
+    )
+    WebDriverWait(browser, 10).until(
+        ec.text_to_be_present_in_element((By.CSS_SELECTOR, "li.history-item .meta"), "8 faces · ")
+    )
+    first = Prediction.objects.get(pk=waiting.pk).faces.all()[:3]
+    brief = ", ".join(f"{face.gender} {int(face.age + 0.5)}" for face in first) + ", +5 more"
+    assert item.find_element(By.CSS_SELECTOR, ".faces-brief").text == brief
+    thumb = item.find_element(By.CSS_SELECTOR, "img.thumb")
+    WebDriverWait(browser, 10).until(lambda _: browser.execute_script("return arguments[0].complete;", thumb))
+    assert thumb.get_attribute("src").endswith("?done") and thumb.get_attribute("naturalWidth") != "520"
+    assert browser.execute_script("return window.__sameDocument === true;")
+
+
 def _session_for_visitor(visitor_key: str) -> str:
     from django.contrib.sessions.backends.db import SessionStore
 

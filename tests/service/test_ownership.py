@@ -190,3 +190,27 @@ def test_history_is_newest_first_and_paginated(alice, alice_prediction, astronau
     assert first_page.index(str(newest.id)) < first_page.index('class="pager"')
     assert str(alice_prediction.id) in second_page  # the oldest is last
     assert "Page 2 of 2" in second_page
+
+
+def test_history_names_each_photos_first_faces(alice, alice_prediction, predictor, face_grid_jpeg):
+    """Eight faces read by the real model: the history says how many and names the first three, in the
+    order the photo's page numbers them, as the result page rounds their ages."""
+    faces = predictor.predict(face_grid_jpeg)
+    services.prediction_finish(
+        prediction_id=alice_prediction.id,
+        faces=[face.to_dict() for face in faces],
+        model_version="test",
+        image_width=520,
+        image_height=320,
+        inference_ms=1,
+    )
+    first = Prediction.objects.get(pk=alice_prediction.pk).faces.all()[:3]
+    brief = ", ".join(f"{face.gender} {int(face.age + 0.5)}" for face in first) + ", +5 more"
+
+    page = alice.get("/history/").content.decode()
+
+    assert len(faces) == 8 and "8 faces · " in page
+    assert f'<div class="faces-brief">{brief}</div>' in page
+    detail = alice.get(f"/p/{alice_prediction.id}/").content.decode()
+    for number, face in enumerate(first, start=1):  # the same faces, numbered the same, on its page
+        assert f"{number} · {face.gender} {int(face.age + 0.5)}</span>" in detail
