@@ -54,7 +54,13 @@ def predict(self: Task, prediction_id: str) -> str:
     except ValueError:
         logger.warning("Ignoring a job with a malformed prediction id %r", prediction_id)
         return "ignored"
-    prediction = services.prediction_start(prediction_id=prediction_id)
+    try:
+        prediction = services.prediction_start(prediction_id=prediction_id)
+    except Exception as exc:  # the database away: nothing can be recorded, so only the broker keeps the job
+        if self.request.retries >= settings.AGEGENDER_TASK_RETRIES:
+            raise  # logged by Celery; the row stays queued and is sent again after AGEGENDER_RESEND_AFTER
+        logger.warning("Could not start prediction %s (%s); it is to be tried again", prediction_id, exc)
+        raise self.retry(countdown=_retry_delay(self), max_retries=settings.AGEGENDER_TASK_RETRIES) from exc
     if prediction is None:
         logger.info("Prediction %s is gone (deleted before it ran); nothing to do", prediction_id)
         return "gone"
@@ -82,14 +88,18 @@ def predict(self: Task, prediction_id: str) -> str:
         return "failed"
 
 
+def _retry_delay(task: Task) -> int:
+    """Seconds before the next try: AGEGENDER_TASK_RETRY_DELAY, doubled for each try already made."""
+    return settings.AGEGENDER_TASK_RETRY_DELAY * 2**task.request.retries
+
+
 def _retry_later(task: Task, prediction_id: str) -> bool:
     """Hand the job back to the broker, to run again after a delay that doubles with each try. False when
     the row is gone. A broker that cannot take it leaves the job unsent, for `send_unsent` to send."""
     if services.prediction_retry_later(prediction_id=prediction_id) is None:
         return False
-    delay = settings.AGEGENDER_TASK_RETRY_DELAY * 2**task.request.retries
     try:
-        task.retry(countdown=delay, max_retries=settings.AGEGENDER_TASK_RETRIES, throw=False)
+        task.retry(countdown=_retry_delay(task), max_retries=settings.AGEGENDER_TASK_RETRIES, throw=False)
     except Exception as exc:
         logger.warning(
             "Could not queue prediction %s again (%s); it stays queued, unsent", prediction_id, exc

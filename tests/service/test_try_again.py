@@ -15,6 +15,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
+from predictions import services
 from predictions.models import Prediction
 from tests.conftest import Fault, _point_celery_at, nowhere_broker_url, wait_until_finished
 
@@ -112,3 +113,29 @@ def test_a_retry_the_broker_cannot_take_is_sent_once_it_is_back(
 
     assert payload["status"] == "done" and payload["face_count"] == 1, payload
     assert fault.calls == 2
+
+
+def test_a_job_that_cannot_reach_the_database_is_run_again_later(
+    client, celery_worker, quick_retries, monkeypatch, astronaut_jpeg
+):
+    """The worker cannot even mark the job started (the database away for a moment): nothing can be
+    recorded, so the broker keeps the job and runs it again; the sender sees the photo read."""
+    from django.db import OperationalError
+
+    real_start, calls = services.prediction_start, []
+
+    def start_after_a_while(*, prediction_id):
+        calls.append(prediction_id)
+        if len(calls) == 1:
+            raise OperationalError("could not connect to server (injected by the test)")
+        return real_start(prediction_id=prediction_id)
+
+    monkeypatch.setattr(services, "prediction_start", start_after_a_while)
+    prediction = upload(client, astronaut_jpeg)
+
+    payload = wait_until_finished(client, prediction.id)
+
+    assert payload["status"] == "done" and payload["face_count"] == 1, payload
+    assert len(calls) == 2
+    prediction.refresh_from_db()
+    assert prediction.attempts == 1  # the first try never started
