@@ -129,9 +129,19 @@
   }
 
   // ---- status polling -----------------------------------------------------------------------
+  // A page in a background tab asks nothing: its polls wait until it is shown again.
+  var parked = [];
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) return;
+    var ticks = parked;
+    parked = [];
+    ticks.forEach(function (tick) { tick(); });
+  });
+
   function poll(url, onUpdate) {
     var delay = 700;
     var tick = function () {
+      if (document.hidden) { parked.push(tick); return; }
       fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
         .then(function (response) { if (!response.ok) throw new Error(response.status); return response.json(); })
         .then(function (data) {

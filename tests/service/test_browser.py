@@ -399,6 +399,40 @@ def test_the_history_follows_a_waiting_photo_until_its_faces_are_read(
     assert browser.execute_script("return window.__sameDocument === true;")
 
 
+def test_a_page_in_a_background_tab_stops_polling_until_shown(live_server, browser, astronaut_jpeg):
+    """No worker: a queued row, its page open. While the page is hidden (the tab in the background) it
+    sends no status request; shown again, it asks at once, and follows the photo to the end."""
+    import time
+
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.test_queue_position import queued
+
+    mine = queued(astronaut_jpeg, "mine.jpg", seconds_ago=1)
+    browser.get(live_server.url + "/")
+    browser.add_cookie({"name": "sessionid", "value": _session_for_visitor("visitor")})
+    browser.get(f"{live_server.url}/p/{mine.id}/")
+    browser.execute_script(  # count the page's requests, and let the test say whether it is hidden
+        "window.__polls = 0; var real = window.fetch;"
+        "window.fetch = function () { window.__polls += 1; return real.apply(this, arguments); };"
+        "window.__hidden = false;"
+        "Object.defineProperty(document, 'hidden', { get: function () { return window.__hidden; } });"
+    )
+    polls = lambda: browser.execute_script("return window.__polls;")  # noqa: E731
+    WebDriverWait(browser, 10).until(lambda _: polls() >= 2)
+
+    browser.execute_script("window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'));")
+    hidden_at = polls()
+    time.sleep(6)  # polls back off to one every 4 s: at least one would have gone
+    assert polls() == hidden_at
+
+    browser.execute_script("window.__hidden = false; document.dispatchEvent(new Event('visibilitychange'));")
+    WebDriverWait(browser, 2).until(lambda _: polls() == hidden_at + 1)  # at once, not after a delay
+    Prediction.objects.filter(pk=mine.pk).update(status=Prediction.Status.DONE)
+    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
+
+
 def _session_for_visitor(visitor_key: str) -> str:
     from django.contrib.sessions.backends.db import SessionStore
 
