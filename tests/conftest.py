@@ -161,6 +161,18 @@ def celery_worker(django_db_setup, django_db_blocker, predictor) -> Iterator[obj
         settings.AGEGENDER_QUEUE = previous
 
 
+@pytest.fixture
+def jobs_go_nowhere(settings) -> Iterator[str]:
+    """Jobs sent during the test go to a queue of their own that no worker reads (the session's worker
+    would otherwise take them, and race the test's own changes to the rows and their files); the
+    queue's name is the fixture's value, and the queue is emptied afterwards."""
+    import redis
+
+    settings.AGEGENDER_QUEUE = f"test-nowhere-{uuid.uuid4().hex[:8]}"
+    yield settings.AGEGENDER_QUEUE
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(settings.AGEGENDER_QUEUE)
+
+
 def wait_until_finished(client, prediction_id: object, timeout: float = 240.0) -> dict:
     """Poll the JSON status endpoint the way the page does, until done or failed."""
     deadline = time.monotonic() + timeout

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -87,11 +86,10 @@ def test_while_redis_is_away_an_upload_and_the_polls_pay_for_one_attempt_not_one
 
 @pytest.mark.django_db
 def test_only_jobs_never_sent_or_lost_long_ago_are_sent_again(
-    settings, astronaut_jpeg, django_capture_on_commit_callbacks
+    settings, jobs_go_nowhere, astronaut_jpeg, django_capture_on_commit_callbacks
 ):
     import redis
 
-    settings.AGEGENDER_QUEUE = f"test-unsent-{uuid.uuid4().hex[:8]}"
     settings.AGEGENDER_RESEND_AFTER = 3600
     upload = SimpleUploadedFile("me.jpg", astronaut_jpeg, content_type="image/jpeg")
     checked = check_image_upload(upload)
@@ -106,21 +104,18 @@ def test_only_jobs_never_sent_or_lost_long_ago_are_sent_again(
     _age(rows["done"], created_at=timedelta(minutes=1))
     Prediction.objects.filter(pk=rows["done"].pk).update(status=Prediction.Status.DONE)
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    try:
-        assert services.predictions_send_unsent() == 2
-        messages = [json.loads(raw) for raw in broker.lrange(settings.AGEGENDER_QUEUE, 0, -1)]
-        sent = {message["headers"]["argsrepr"] for message in messages}
-        assert sent == {repr([str(rows["unsent"].id)]), repr([str(rows["lost"].id)])}
-        assert services.predictions_send_unsent() == 0  # sent now: not again
-    finally:
-        broker.delete(settings.AGEGENDER_QUEUE)
+    assert services.predictions_send_unsent() == 2
+    messages = [json.loads(raw) for raw in broker.lrange(jobs_go_nowhere, 0, -1)]
+    sent = {message["headers"]["argsrepr"] for message in messages}
+    assert sent == {repr([str(rows["unsent"].id)]), repr([str(rows["lost"].id)])}
+    assert services.predictions_send_unsent() == 0  # sent now: not again
     fresh = {p.pk: p for p in Prediction.objects.all()}
     assert fresh[rows["unsent"].pk].enqueued_at > timezone.now() - timedelta(minutes=1)
     assert fresh[rows["just_created"].pk].enqueued_at is None  # its own send may still be running
 
 
 @pytest.mark.django_db
-def test_send_unsent_command_says_how_many(settings, capsys, broker_away, astronaut_jpeg):
+def test_send_unsent_command_says_how_many(settings, capsys, broker_away, jobs_go_nowhere, astronaut_jpeg):
     upload = SimpleUploadedFile("me.jpg", astronaut_jpeg, content_type="image/jpeg")
     prediction = services.prediction_create(
         upload=upload, checked=check_image_upload(upload), owner=None, session_key="k"
@@ -131,16 +126,11 @@ def test_send_unsent_command_says_how_many(settings, capsys, broker_away, astron
     assert "Sent 0 jobs again." in capsys.readouterr().out  # still away
 
     broker_away()
-    settings.AGEGENDER_QUEUE = f"test-unsent-{uuid.uuid4().hex[:8]}"
     import redis
 
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    try:
-        call_command("send_unsent")
-        assert "Sent 1 job again." in capsys.readouterr().out
-        assert broker.llen(settings.AGEGENDER_QUEUE) == 1
-    finally:
-        broker.delete(settings.AGEGENDER_QUEUE)
+    call_command("send_unsent")
+    assert "Sent 1 job again." in capsys.readouterr().out
+    assert redis.Redis.from_url(settings.CELERY_BROKER_URL).llen(jobs_go_nowhere) == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -13,7 +13,10 @@ from predictions.models import Prediction
 from predictions.uploads import check_image_upload
 from tests.conftest import stored_files
 
-pytestmark = pytest.mark.django_db(transaction=True)  # files go once the delete has committed
+pytestmark = [
+    pytest.mark.django_db(transaction=True),  # files go once the delete has committed
+    pytest.mark.usefixtures("jobs_go_nowhere"),  # no worker reads these photos meanwhile
+]
 
 PASSWORD = "a-long-password-123"
 

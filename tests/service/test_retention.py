@@ -30,6 +30,7 @@ def make(jpeg: bytes, *, days_old: float, owner=None) -> Prediction:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("jobs_go_nowhere")  # no worker reads these photos (and adds thumbnails) meanwhile
 def test_anonymous_photos_past_their_retention_go_with_their_files(settings, private_media, astronaut_jpeg):
     settings.AGEGENDER_ANONYMOUS_RETENTION_DAYS = 14
     user = get_user_model().objects.create_user("erin", password="a-long-password-123")
