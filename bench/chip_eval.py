@@ -1,7 +1,7 @@
 """Validation figures of several models on the cached chips: compare models without the detector.
 
     python bench/chip_eval.py ml/models/default runs/a runs/b [--cache-dir var/cache]
-        [--ensemble] [--gender-by-bucket] [--degrade blur|small|jpeg|grey]
+        [--ensemble] [--gender-by-bucket] [--gender-calibration] [--degrade blur|small|jpeg|grey]
 
 For each model folder, the validation split's chips (the same cache `python -m ml train` reads, built on
 first use) go through `ml.train.predict_chips` (the served test-time views, gender expert included) and
@@ -18,8 +18,9 @@ widening for faces small in the photo needs the photo, so only end-to-end figure
 `--degrade` spoils every validation chip first, the way real uploads spoil faces, with PIL rather than
 the training augmentation's own code (`ml.model.RandomDegrade`): `blur` a Gaussian of radius 1.5 px,
 `small` the chip shrunk to 24 px and enlarged back (a face of about 22 px in the photo), `jpeg`
-re-encoded at quality 20, `grey` black and white. End to end figures (detection included) come from
-`python -m ml evaluate`. Not a test.
+re-encoded at quality 20, `grey` black and white. `--gender-calibration` adds, over both datasets,
+how often a face shown 50–60%, 60–70%, … sure of its gender is right, and the expected calibration
+error. End to end figures (detection included) come from `python -m ml evaluate`. Not a test.
 """
 
 from __future__ import annotations
@@ -31,6 +32,31 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+#: Bins of the gender confidence shown (the larger of P(male) and P(female)) for `--gender-calibration`.
+CONFIDENCE_BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+def gender_calibration(label: str, outputs: dict, val_set) -> None:
+    """How often a face shown so sure of its gender is right, per confidence bin, over all validation
+    faces; and the expected calibration error (the bins' gaps weighted by their faces)."""
+    male = outputs["gender"].reshape(-1)
+    confidence = np.maximum(male, 1.0 - male)
+    right = (male >= 0.5) == (val_set.males >= 0.5)
+    bins = np.digitize(confidence, CONFIDENCE_BINS[1:-1])
+    print(f"{label} gender: {right.mean():.2%} right, mean confidence {confidence.mean():.2%}")
+    error = 0.0
+    for index, (low, high) in enumerate(zip(CONFIDENCE_BINS[:-1], CONFIDENCE_BINS[1:], strict=True)):
+        inside = bins == index
+        if inside.any():
+            gap = abs(confidence[inside].mean() - right[inside].mean())
+            error += gap * inside.mean()
+            print(
+                f"    {low:.0%}–{high:.0%} sure: {inside.sum():5d} faces, mean confidence "
+                f"{confidence[inside].mean():.1%}, right {right[inside].mean():.1%}"
+            )
+    print(f"    expected calibration error {error:.2%}")
 
 
 def report(label: str, outputs: dict, val_set, scale: float, buckets: np.ndarray | None) -> None:
@@ -96,6 +122,9 @@ def main() -> None:
     parser.add_argument("--ensemble", action="store_true", help="also the average of the models' outputs")
     parser.add_argument("--gender-by-bucket", action="store_true", help="also men's share and errors by age")
     parser.add_argument("--degrade", choices=["blur", "small", "jpeg", "grey"], help="spoil the chips first")
+    parser.add_argument(
+        "--gender-calibration", action="store_true", help="also how often each gender confidence is right"
+    )
     args = parser.parse_args()
 
     import keras
@@ -120,6 +149,8 @@ def main() -> None:
         interval = manifest["interval"]  # each face's range widened by blur as served (no photo: no size)
         scale = interval["scale"] * range_widening(inputs, None, None, interval.get("blurred_faces"))
         report(str(folder), outputs, val_set, scale, buckets)
+        if args.gender_calibration:
+            gender_calibration(str(folder), outputs, val_set)
         members.append(outputs)
         scales.append(scale)
     if args.ensemble:
