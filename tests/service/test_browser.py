@@ -433,6 +433,56 @@ def test_a_page_in_a_background_tab_stops_polling_until_shown(live_server, brows
     WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
 
 
+AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe.min.js"
+
+
+def accessibility_violations(browser) -> list[str]:
+    """What axe-core (run in the page as it stands) finds wrong for people using assistive technology,
+    keyboards, or poor eyesight: contrast, names of links and controls, landmarks, labels…"""
+    browser.execute_script(AXE.read_text(encoding="utf-8"))
+    found = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document).then(r => done(r.violations.map(v => [v.id, v.impact, v.help,"
+        " v.nodes.slice(0, 3).map(n => n.target.join(' '))])));"
+    )
+    return [f"{rule} ({impact}): {text} at {', '.join(where)}" for rule, impact, text, where in found]
+
+
+def test_our_pages_pass_an_accessibility_audit(
+    live_server, celery_worker, browser, astronaut_jpeg, no_face_jpeg, tmp_path
+):
+    """axe-core finds nothing on the pages a person goes through: upload (empty and with photos chosen),
+    the results of several photos (waiting and done), one photo's page, the history, the account pages."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    for name, content in {"astronaut.jpg": astronaut_jpeg, "gradient.jpg": no_face_jpeg}.items():
+        (tmp_path / name).write_bytes(content)
+    found = {}
+    browser.get(live_server.url + "/")
+    found["upload"] = accessibility_violations(browser)
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(
+        f"{tmp_path / 'astronaut.jpg'}\n{tmp_path / 'gradient.jpg'}"
+    )
+    WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#previews img")))
+    found["upload, photos chosen"] = accessibility_violations(browser)
+    browser.find_element(By.CSS_SELECTOR, "button.primary[type=submit]").click()
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "summary")))
+    found["results, waiting"] = accessibility_violations(browser)
+    WebDriverWait(browser, 240).until(
+        ec.text_to_be_present_in_element((By.ID, "summary"), "2 of 2 photos finished")
+    )
+    found["results, done"] = accessibility_violations(browser)
+    browser.get(browser.find_element(By.CSS_SELECTOR, "article.result h2 a").get_attribute("href"))
+    found["a photo's page"] = accessibility_violations(browser)
+    for page in ("/history/", "/accounts/login/", "/accounts/signup/", "/no-such-page/"):
+        browser.get(live_server.url + page)
+        found[page] = accessibility_violations(browser)
+
+    assert {page: problems for page, problems in found.items() if problems} == {}
+
+
 def _session_for_visitor(visitor_key: str) -> str:
     from django.contrib.sessions.backends.db import SessionStore
 
