@@ -46,7 +46,8 @@ class CheckedImage:
     extension: str  # the one we store the file under, from its real format
     width: int  # upright, after EXIF orientation
     height: int
-    #: The photo to store instead of the upload, for a format browsers cannot show (HEIC): a JPEG.
+    #: The photo to store instead of the upload: a JPEG for a format browsers cannot show (HEIC), or
+    #: the upload itself without where it was taken (`without_location`).
     converted: bytes | None = None
 
 
@@ -95,6 +96,7 @@ def check_image_upload(upload: UploadedFile) -> CheckedImage:
                     image.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # fast, still reads all
                 image.load()
                 converted = _as_jpeg(image) if image_format in _CONVERTED_TO_JPEG else None
+                located = _GPS_IFD in image.getexif()
     except UploadRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -114,7 +116,47 @@ def check_image_upload(upload: UploadedFile) -> CheckedImage:
         return CheckedImage(extension="jpg", width=width, height=height, converted=converted)
     if orientation in (5, 6, 7, 8):  # rotated a quarter turn: the upright photo is the other way round
         width, height = height, width
-    return CheckedImage(extension=_EXTENSION_FOR_FORMAT[image_format], width=width, height=height)
+    if located and image_format == "JPEG":
+        upload.seek(0)
+        converted = without_location(upload.read())
+        upload.seek(0)
+    return CheckedImage(
+        extension=_EXTENSION_FOR_FORMAT[image_format], width=width, height=height, converted=converted
+    )
+
+
+#: The EXIF tag that points to where a photo was taken (GPS latitude, longitude, altitude, time).
+_GPS_IFD = 0x8825
+
+
+def without_location(jpeg: bytes) -> bytes:
+    """The JPEG with its EXIF's GPS data (where the photo was taken) and EXIF thumbnail removed, and
+    nothing else changed: the compressed picture, the colour profile and the other tags (orientation,
+    camera, time) are kept byte for byte, so the photo reads exactly as uploaded. Phones record the place
+    in every photo; the service has no use for it, and a stored photo should not carry it."""
+    out, at = bytearray(jpeg[:2]), 2  # SOI
+    while at + 4 <= len(jpeg) and jpeg[at] == 0xFF:
+        marker, length = jpeg[at + 1], int.from_bytes(jpeg[at + 2 : at + 4], "big")
+        if marker == 0xDA:  # start of scan: the picture itself, to the end of the file
+            break
+        segment = jpeg[at : at + 2 + length]
+        payload = segment[4:]
+        if marker == 0xE1 and payload.startswith(b"Exif\x00\x00"):
+            exif = Image.Exif()
+            try:
+                exif.load(payload)
+                exif.pop(_GPS_IFD, None)
+                payload = exif.tobytes()  # IFD0 and the Exif IFD; the thumbnail's IFD1 is not written
+            except Exception:  # an EXIF Pillow cannot rewrite: keep only the orientation
+                orientation = exif.get(0x0112)
+                exif = Image.Exif()
+                if orientation:
+                    exif[0x0112] = orientation
+                payload = exif.tobytes()
+            segment = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+        out += segment
+        at += 2 + length
+    return bytes(out + jpeg[at:])
 
 
 #: ISO base media file type brands of HEIF stills and sequences (ISO/IEC 23008-12).
@@ -134,6 +176,7 @@ def _as_jpeg(image: Image.Image) -> bytes:
     rgb = upright if upright.mode == "RGB" else upright.convert("RGB")
     extra = {"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") else {}
     exif = upright.getexif()
+    exif.pop(_GPS_IFD, None)  # where the photo was taken: see `without_location`
     if exif:
         extra["exif"] = exif.tobytes()
     buffer = io.BytesIO()

@@ -309,7 +309,7 @@ def image(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
 
 @require_GET
 def original(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
-    """The photo exactly as stored (as uploaded; a HEIC converted to JPEG)."""
+    """The photo exactly as stored (as uploaded, less where it was taken; a HEIC converted to JPEG)."""
     return _serve_file(_get_prediction_or_404(request, prediction_id).image)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
 
 from predictions.models import Prediction
 from tests.conftest import stored_files
@@ -323,3 +324,68 @@ def test_a_missing_page_is_ours_and_says_why(client):
     assert response.status_code == 404
     page = response.content.decode()
     assert "Not found" in page and "belongs to someone else" in page and 'href="/"' in page
+
+
+def phone_exif(*, orientation: int = 6) -> Image.Exif:
+    """EXIF as a phone writes it: the camera, the time, which way up, and where the photo was taken."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0112] = "Phone maker", "Phone 15", orientation  # make, model, turn
+    exif.get_ifd(0x8769)[0x9003] = "2026:11:28 09:30:00"  # when (the Exif IFD's DateTimeOriginal)
+    gps = exif.get_ifd(0x8825)  # where: 48°51'30" N, 2°17'40" E
+    gps.update({1: "N", 2: (48.0, 51.0, 30.0), 3: "E", 4: (2.0, 17.0, 40.0)})
+    return exif
+
+
+def test_where_a_photo_was_taken_is_not_stored_and_nothing_else_changes(client, private_media):
+    """A phone's JPEG carries its GPS position. The stored photo keeps every pixel, the orientation, the
+    camera and the time, byte for byte the same compressed picture, but not the position."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import astronaut_portrait
+
+    buffer = io.BytesIO()
+    turned = Image.fromarray(astronaut_portrait()).transpose(Image.Transpose.ROTATE_90)
+    turned.save(buffer, format="JPEG", quality=90, exif=phone_exif().tobytes())
+    original = buffer.getvalue()
+    with Image.open(io.BytesIO(original)) as sent:
+        assert sent.getexif().get_ifd(0x8825)[2] == (48.0, 51.0, 30.0)  # the test photo does carry it
+
+    assert post_files(client, jpeg("IMG_0043.JPG", original)).status_code == 302
+    prediction = Prediction.objects.get()
+    stored = b"".join(client.get(f"/p/{prediction.id}/original/").streaming_content)
+
+    with Image.open(io.BytesIO(stored)) as kept, Image.open(io.BytesIO(original)) as sent:
+        exif = kept.getexif()
+        assert 0x8825 not in exif and exif.get_ifd(0x8825) == {}
+        assert (exif[0x010F], exif[0x0110], exif[0x0112]) == ("Phone maker", "Phone 15", 6)
+        assert exif.get_ifd(0x8769)[0x9003] == "2026:11:28 09:30:00"
+        assert np.array_equal(np.asarray(kept), np.asarray(sent))  # every pixel as sent
+    scan = original.index(b"\xff\xda")  # the compressed picture, from its start of scan to the end
+    assert stored.endswith(original[scan:]) and len(stored) < len(original)
+    assert (prediction.image_width, prediction.image_height) == (384, 512)  # upright, as before
+    assert b"Phone maker" in stored and stored_files(private_media) == [private_media / prediction.image.name]
+
+
+def test_an_iphone_photo_loses_its_position_too(client, private_media):
+    import io
+
+    from PIL import Image
+    from pillow_heif import register_heif_opener
+
+    from tests.conftest import astronaut_portrait
+
+    register_heif_opener()
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut_portrait()).save(
+        buffer, format="HEIF", exif=phone_exif(orientation=1).tobytes()
+    )
+    upload = SimpleUploadedFile("IMG_0044.HEIC", buffer.getvalue(), content_type="image/heic")
+
+    assert post_files(client, upload).status_code == 302
+    prediction = Prediction.objects.get()
+    with Image.open(io.BytesIO(b"".join(client.get(f"/p/{prediction.id}/image/").streaming_content))) as kept:
+        assert kept.format == "JPEG" and 0x8825 not in kept.getexif()
+        assert kept.getexif()[0x0110] == "Phone 15"
