@@ -39,6 +39,22 @@ def browser() -> Iterator[object]:
     driver.quit()
 
 
+def choose_and_send(browser, live_server, *photos: Path) -> None:
+    """On the upload page: choose the photos and press Estimate."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(live_server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys("\n".join(map(str, photos)))
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def open_as_visitor(browser, live_server, path: str) -> None:
+    """Open a page of the site as the visitor who owns the rows a test made for "visitor"."""
+    browser.get(live_server.url + "/")
+    browser.add_cookie({"name": "sessionid", "value": _session_for_visitor("visitor")})
+    browser.get(live_server.url + path)
+
+
 def test_upload_then_boxes_appear_without_reload(
     live_server, celery_worker, browser, astronaut_jpeg, tmp_path
 ):
@@ -122,9 +138,7 @@ def test_a_close_crop_without_a_found_face_is_read_as_one_face_on_request(
 
     photo = tmp_path / "crop.jpg"
     photo.write_bytes(no_face_jpeg)
-    browser.get(live_server.url + "/")
-    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    choose_and_send(browser, live_server, photo)
     WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
     offer = browser.find_element(By.CSS_SELECTOR, "#result .as-one-face")
     if browser.find_element(By.ID, "result").get_attribute("data-finished") == "false":
@@ -160,9 +174,7 @@ def test_a_photo_that_failed_through_our_fault_is_tried_again_on_request(
     monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", Fault(times=2))
     photo = tmp_path / "astronaut.jpg"
     photo.write_bytes(astronaut_jpeg)
-    browser.get(live_server.url + "/")
-    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    choose_and_send(browser, live_server, photo)
     WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
     offer = browser.find_element(By.CSS_SELECTOR, "#result .try-again")
 
@@ -189,11 +201,7 @@ def test_several_photos_show_their_faces_together_without_reload(
     files = {"astronaut.jpg": astronaut_jpeg, "gradient.jpg": no_face_jpeg, "notes.txt": b"not a photo"}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
-    browser.get(live_server.url + "/")
-    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(
-        "\n".join(str(tmp_path / name) for name in files)
-    )
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    choose_and_send(browser, live_server, *(tmp_path / name for name in files))
 
     WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "summary")))
     astronaut = Prediction.objects.get(original_name="astronaut.jpg")
@@ -229,9 +237,7 @@ def test_labels_that_would_cover_other_faces_are_cut_to_the_faces_number(
 
     photo = tmp_path / "grid.jpg"
     photo.write_bytes(face_grid_jpeg)
-    browser.get(live_server.url + "/")
-    browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    choose_and_send(browser, live_server, photo)
     WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
     WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
     labels = lambda: [label.text for label in browser.find_elements(By.CSS_SELECTOR, "#result .box-label")]  # noqa: E731
@@ -349,9 +355,7 @@ def test_a_waiting_photos_page_counts_down_the_photos_ahead(live_server, browser
 
     others = [queued(astronaut_jpeg, f"{i}.jpg", seconds_ago=60 - i, session_key="other") for i in range(2)]
     mine = queued(astronaut_jpeg, "mine.jpg", seconds_ago=5)
-    browser.get(live_server.url + "/")
-    browser.add_cookie({"name": "sessionid", "value": _session_for_visitor("visitor")})
-    browser.get(f"{live_server.url}/p/{mine.id}/")
+    open_as_visitor(browser, live_server, f"/p/{mine.id}/")
     waiting = (By.CSS_SELECTOR, "#result .waiting")
     assert browser.find_element(*waiting).text.startswith("Waiting: 2 photos ahead of this one.")
     browser.execute_script("window.__sameDocument = true;")
@@ -376,9 +380,7 @@ def test_the_history_follows_a_waiting_photo_until_its_faces_are_read(
     from tests.service.test_queue_position import queued
 
     waiting = queued(face_grid_jpeg, "grid.jpg", seconds_ago=1)  # not sent: nothing reads it yet
-    browser.get(live_server.url + "/")
-    browser.add_cookie({"name": "sessionid", "value": _session_for_visitor("visitor")})
-    browser.get(live_server.url + "/history/")
+    open_as_visitor(browser, live_server, "/history/")
     item = browser.find_element(By.CSS_SELECTOR, "li.history-item")
     assert item.find_element(By.CSS_SELECTOR, ".status").text == "Queued"
     browser.execute_script("window.__sameDocument = true;")
@@ -410,9 +412,7 @@ def test_a_page_in_a_background_tab_stops_polling_until_shown(live_server, brows
     from tests.service.test_queue_position import queued
 
     mine = queued(astronaut_jpeg, "mine.jpg", seconds_ago=1)
-    browser.get(live_server.url + "/")
-    browser.add_cookie({"name": "sessionid", "value": _session_for_visitor("visitor")})
-    browser.get(f"{live_server.url}/p/{mine.id}/")
+    open_as_visitor(browser, live_server, f"/p/{mine.id}/")
     browser.execute_script(  # count the page's requests, and let the test say whether it is hidden
         "window.__polls = 0; var real = window.fetch;"
         "window.fetch = function () { window.__polls += 1; return real.apply(this, arguments); };"
