@@ -9,6 +9,7 @@ one step of the job raise, as a storage outage would: everything else is real (R
 from __future__ import annotations
 
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -98,13 +99,20 @@ def test_a_retry_the_broker_cannot_take_is_sent_once_it_is_back(
     good, nowhere = app.conf.broker_url, nowhere_broker_url()
     fault = Fault(times=1, then=lambda: _point_celery_at(nowhere))  # Redis goes as the step fails
     monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
+    refused = threading.Event()  # set once the worker has marked the refused retry unsent
+    mark_unsent = services.prediction_retry_not_sent
+
+    def marked(**kwargs):
+        mark_unsent(**kwargs)
+        refused.set()
+
+    monkeypatch.setattr(services, "prediction_retry_not_sent", marked)
     try:
         prediction = upload(client, astronaut_jpeg)
-        deadline = timezone.now() + timedelta(seconds=120)
-        while fault.calls == 0 or prediction.enqueued_at is not None:
-            assert timezone.now() < deadline, vars(prediction)
-            prediction.refresh_from_db()
-        assert prediction.status == Prediction.Status.QUEUED and prediction.attempts == 1
+        assert refused.wait(timeout=120)
+        prediction.refresh_from_db()
+        assert (prediction.status, prediction.enqueued_at) == (Prediction.Status.QUEUED, None)
+        assert prediction.attempts == 1 and fault.calls == 1
     finally:
         _point_celery_at(good)
     Prediction.objects.filter(pk=prediction.pk).update(created_at=timezone.now() - timedelta(seconds=30))
