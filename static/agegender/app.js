@@ -66,6 +66,24 @@
         showPreviews();
       }
     });
+    // A picture pasted on the page (Ctrl+V: a screenshot, an image copied from another page) joins the
+    // photos chosen so far; browsers call every pasted picture "image.png", so each gets its own name.
+    var pasted = 0;
+    document.addEventListener("paste", function (event) {
+      var items = (event.clipboardData && event.clipboardData.files) || [];
+      var pictures = Array.prototype.filter.call(items, function (file) { return /^image\//.test(file.type); });
+      if (!pictures.length) return;
+      event.preventDefault();
+      var transfer = new DataTransfer();
+      Array.prototype.forEach.call(input.files, function (file) { transfer.items.add(file); });
+      pictures.forEach(function (file) {
+        pasted += 1;
+        var ext = (file.type.split("/")[1] || "png").replace("jpeg", "jpg");
+        transfer.items.add(new File([file], "pasted-" + pasted + "." + ext, { type: file.type }));
+      });
+      input.files = transfer.files;
+      showPreviews();
+    });
 
     // Refusals of a batch none of whose files was accepted, above the form (the files stay chosen).
     var showRefusals = function (data) {

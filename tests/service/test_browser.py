@@ -255,6 +255,43 @@ def test_labels_that_would_cover_other_faces_are_cut_to_the_faces_number(
         browser.set_window_size(1280, 1000)
 
 
+def test_pictures_pasted_on_the_upload_page_are_sent_like_chosen_photos(
+    live_server, celery_worker, browser, astronaut_jpeg
+):
+    """Ctrl+V twice with a picture on the clipboard (a paste event carrying it, as Chromium makes one):
+    both join the form under names of their own, and are read like any upload."""
+    import base64
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    paste = (
+        "const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));"
+        "const clipboard = new DataTransfer();"
+        "clipboard.items.add(new File([bytes], 'image.png', { type: 'image/jpeg' }));"
+        "document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: clipboard, bubbles: true }));"
+    )
+    browser.get(live_server.url + "/")
+    for _ in range(2):
+        browser.execute_script(paste, base64.b64encode(astronaut_jpeg).decode())
+    WebDriverWait(browser, 10).until(
+        lambda _: len(browser.find_elements(By.CSS_SELECTOR, "#previews img")) == 2
+    )
+    assert browser.find_element(By.ID, "previews").text.split() == ["pasted-1.jpg", "pasted-2.jpg"]
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "summary")))
+    WebDriverWait(browser, 240).until(
+        ec.text_to_be_present_in_element((By.ID, "summary"), "2 of 2 photos finished · 2 faces found")
+    )
+    assert sorted(Prediction.objects.values_list("original_name", flat=True)) == [
+        "pasted-1.jpg",
+        "pasted-2.jpg",
+    ]
+    assert [face.gender for p in Prediction.objects.all() for face in p.faces.all()] == ["female", "female"]
+
+
 def test_a_batch_of_refused_files_is_explained_on_the_form_without_leaving_it(live_server, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
