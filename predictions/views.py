@@ -365,9 +365,7 @@ def _back_to_result(request: HttpRequest, prediction: Prediction) -> HttpRespons
 def export(request: HttpRequest) -> JsonResponse:
     """All the viewer's predictions and their faces as one JSON file (the same fields as the status API),
     for them to keep or take elsewhere. The photos themselves are theirs already."""
-    predictions = selectors.prediction_list_for_viewer(
-        user=request.user, session_key=_visitor_key(request)
-    ).prefetch_related("faces")
+    predictions = selectors.prediction_list_for_viewer(user=request.user, session_key=_visitor_key(request))
     records = [
         {"original_name": prediction.original_name, **status_payload(prediction, with_queue=False)}
         for prediction in predictions
@@ -411,9 +409,7 @@ def account_delete(request: HttpRequest) -> HttpResponse:
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
     predictions = selectors.prediction_list_for_viewer(user=request.user, session_key=_visitor_key(request))
-    page = Paginator(predictions.prefetch_related("faces"), HISTORY_PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
+    page = Paginator(predictions, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"page": page, "retention_days": settings.AGEGENDER_ANONYMOUS_RETENTION_DAYS}
     return render(request, "predictions/history.html", context)
 
