@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from importlib import import_module
 from typing import Any
@@ -321,11 +321,11 @@ class NotRetryable(ValueError):
 
 def prediction_try_again(*, prediction: Prediction) -> None:
     """Its sender asks for a photo that failed through no fault of its own to be read again."""
-    with transaction.atomic():
-        locked = Prediction.objects.select_for_update().get(pk=prediction.pk)
-        if not locked.can_try_again:
-            raise NotRetryable("Only a photo that failed for a passing reason can be tried again.")
-        _requeue(locked.pk)
+    _requeue_if(
+        prediction,
+        lambda locked: locked.can_try_again,
+        NotRetryable("Only a photo that failed for a passing reason can be tried again."),
+    )
 
 
 class NotReadableAsOneFace(ValueError):
@@ -334,11 +334,24 @@ class NotReadableAsOneFace(ValueError):
 
 def prediction_read_as_one_face(*, prediction: Prediction) -> None:
     """The sender says the photo is a face: queue it again with the whole-image fallback on."""
+    _requeue_if(
+        prediction,
+        lambda locked: locked.readable_as_one_face,
+        NotReadableAsOneFace("Only a photo in which no face was found can be read as one face."),
+        as_one_face=True,
+    )
+
+
+def _requeue_if(
+    prediction: Prediction, allowed: Callable[[Prediction], bool], refusal: Exception, **changes: Any
+) -> None:
+    """Queue a prediction again (with `changes`) if `allowed` says so of its row, locked against a
+    second press of the same button meanwhile; else raise `refusal`."""
     with transaction.atomic():
         locked = Prediction.objects.select_for_update().get(pk=prediction.pk)
-        if not locked.readable_as_one_face:
-            raise NotReadableAsOneFace("Only a photo in which no face was found can be read as one face.")
-        _requeue(locked.pk, as_one_face=True)
+        if not allowed(locked):
+            raise refusal
+        _requeue(locked.pk, **changes)
 
 
 def prediction_files_delete(*, prediction: Prediction) -> None:
