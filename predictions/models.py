@@ -93,6 +93,12 @@ class Prediction(models.Model):
         return self.status == self.Status.FAILED and self.retryable
 
     @property
+    def awaits_preview(self) -> bool:
+        """A photo browsers cannot show (a HEIC, stored as sent) that the worker has not yet copied as a
+        JPEG (`display`): the pages show a placeholder its size until then."""
+        return not self.display and self.image.name.lower().endswith((".heic", ".heif"))
+
+    @property
     def faces_in_brief(self) -> str:
         """The first faces as "female 37, male 23, male 38, +3 more" (for lists; app.js says it alike)."""
         faces = list(self.faces.all())

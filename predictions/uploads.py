@@ -28,12 +28,23 @@ _FORMAT_FOR_EXTENSION = {
     "heif": "HEIF",
     "avif": "AVIF",
 }
-_EXTENSION_FOR_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "AVIF": "avif"}
+_EXTENSION_FOR_FORMAT = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "BMP": "bmp",
+    "AVIF": "avif",
+    "HEIF": "heic",
+}
 #: Pillow calls a JPEG that carries more pictures (a camera's large preview, a phone's depth map: CIPA's
 #: Multi-Picture Format) "MPO"; it is a JPEG to browsers and to us.
 _SAME_FORMAT = {"MPO": "JPEG"}
-#: Formats browsers do not display (Chrome and Firefox show no HEIC): stored as an upright JPEG instead.
-_CONVERTED_TO_JPEG = {"HEIF"}
+#: Formats browsers do not display (Chrome and Firefox show no HEIC). Such a photo is stored as sent and
+#: only its header is read here: decoding a phone's 12-MP HEIC takes 0.5–1 s, too long to spend on every
+#: photo of an upload in the web request. The worker decodes it anyway, and makes the JPEG the pages show.
+BROWSERS_CANNOT_SHOW = {"HEIF"}
+#: A HEIC whose GPS position cannot be removed in place (an EXIF laid out in a way `_heif_without_location`
+#: does not follow) is converted to a JPEG here after all, as every HEIC was before.
 CONVERTED_JPEG_QUALITY = 92
 
 
@@ -46,8 +57,9 @@ class CheckedImage:
     extension: str  # the one we store the file under, from its real format
     width: int  # upright, after EXIF orientation
     height: int
-    #: The photo to store instead of the upload: a JPEG for a format browsers cannot show (HEIC), or
-    #: the upload itself without where it was taken (`without_location`).
+    #: The photo to store instead of the upload: the upload itself without where it was taken
+    #: (`without_location`, `_heif_without_location`), or, for a HEIC whose position cannot be removed in
+    #: place, the photo as a JPEG.
     converted: bytes | None = None
 
 
@@ -92,11 +104,15 @@ def check_image_upload(upload: UploadedFile) -> CheckedImage:
                         f"The image is {width}×{height} pixels; the limit is "
                         f"{settings.AGEGENDER_MAX_IMAGE_PIXELS // 1_000_000} megapixels."
                     )
-                if image_format == "JPEG":
-                    image.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # fast, still reads all
-                image.load()
-                converted = _as_jpeg(image) if image_format in _CONVERTED_TO_JPEG else None
                 located = _GPS_IFD in image.getexif()
+                converted = None
+                if image_format in BROWSERS_CANNOT_SHOW:
+                    upload.seek(0)
+                    converted = _heif_checked(upload.read(), image)
+                else:
+                    if image_format == "JPEG":
+                        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # fast, reads all
+                    image.load()
     except UploadRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -112,8 +128,9 @@ def check_image_upload(upload: UploadedFile) -> CheckedImage:
         raise UploadRejected("The image is damaged and cannot be read.") from None
     finally:
         upload.seek(0)
-    if converted is not None:
-        return CheckedImage(extension="jpg", width=width, height=height, converted=converted)
+    if image_format in BROWSERS_CANNOT_SHOW:  # libheif has turned it upright already: no EXIF turn
+        extension = "jpg" if converted is not None and converted[:2] == b"\xff\xd8" else "heic"
+        return CheckedImage(extension=extension, width=width, height=height, converted=converted)
     if orientation in (5, 6, 7, 8):  # rotated a quarter turn: the upright photo is the other way round
         width, height = height, width
     if located and image_format == "JPEG":
@@ -167,6 +184,121 @@ def _looks_like_heif(upload: UploadedFile) -> bool:
     upload.seek(0)
     head = upload.read(12)
     return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+def _heif_checked(data: bytes, image: Image.Image) -> bytes | None:
+    """Check a HEIC without decoding it: complete (a cut-off file is what users send by mistake) and, where
+    it says where it was taken, with that removed. Returns what to store instead of the upload: the HEIC
+    without its position, or, where that cannot be done in place, the photo as a JPEG; None to store the
+    upload as it is. A picture damaged inside a complete file is found by the worker, which says so."""
+    if not _heif_is_complete(data):
+        raise UploadRejected("The image is incomplete (the file is truncated or damaged).")
+    if _GPS_IFD not in image.getexif():
+        return None
+    cleaned = _heif_without_location(data)
+    if cleaned is not None:
+        return cleaned
+    image.load()
+    return _as_jpeg(image)
+
+
+def _heif_is_complete(data: bytes) -> bool:
+    """Whether the file's top-level boxes (ISO/IEC 14496-12: `ftyp`, `meta`, `mdat`, …) end where it ends:
+    a file cut short ends inside its last box, which for a HEIC holds the compressed picture."""
+    at = 0
+    while at < len(data):
+        if at + 8 > len(data):
+            return False
+        size = int.from_bytes(data[at : at + 4], "big")
+        if size == 1:  # the size is in the 64 bits after the type
+            size = int.from_bytes(data[at + 8 : at + 16], "big") if at + 16 <= len(data) else 0
+        elif size == 0:  # the box runs to the end of the file
+            return True
+        if size < 8 or at + size > len(data):
+            return False
+        at += size
+    return True
+
+
+def _heif_without_location(data: bytes) -> bytes | None:
+    """The HEIC with its EXIF's GPS entries removed in place: the GPS IFD's entries and values zeroed and
+    its pointer taken out of IFD0, every length and offset in the file unchanged, the compressed picture
+    and the rest of the EXIF untouched. None where the file does not hold exactly one EXIF block, or
+    where the result does not read as the same EXIF less the position."""
+    starts = [
+        match + len(_EXIF_MARK)
+        for header in (b"MM\x00*", b"II*\x00")
+        for match in _find_all(data, _EXIF_MARK + header)
+    ]
+    if len(starts) != 1:
+        return None
+    cleaned = bytearray(data)
+    try:
+        removed = _tiff_without_location(memoryview(cleaned)[starts[0] :])
+    except ValueError:
+        return None
+    if not removed:
+        return None
+    with Image.open(io.BytesIO(data)) as sent, Image.open(io.BytesIO(bytes(cleaned))) as kept:
+        before, after = sent.getexif(), kept.getexif()
+        if after.get_ifd(_GPS_IFD) or dict(after) != {k: v for k, v in before.items() if k != _GPS_IFD}:
+            return None
+    return bytes(cleaned)
+
+
+#: How a HEIF's EXIF item begins (ISO/IEC 23008-12 A.2.1: the offset of its TIFF header, 6, then "Exif").
+_EXIF_MARK = b"\x00\x00\x00\x06Exif\x00\x00"
+
+
+def _find_all(data: bytes, pattern: bytes) -> list[int]:
+    found, at = [], data.find(pattern)
+    while at >= 0:
+        found.append(at)
+        at = data.find(pattern, at + 1)
+    return found
+
+
+#: Bytes per value of each TIFF field type (TIFF 6.0 section 2, and EXIF 2.3 for type 13, IFD).
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+
+
+def _tiff_without_location(tiff: memoryview) -> bool:
+    """Zero the GPS IFD of a TIFF/EXIF block (its entries and the values they point to) and remove its
+    entry from IFD0, in place; True if there was one. Raises ValueError where the layout is not TIFF's."""
+    order = {b"MM": "big", b"II": "little"}.get(bytes(tiff[:2]))
+    if order is None:
+        raise ValueError("not a TIFF header")
+
+    def number(offset: int, size: int) -> int:
+        if offset + size > len(tiff):
+            raise ValueError("past the end of the EXIF")
+        return int.from_bytes(tiff[offset : offset + size], order)
+
+    ifd0 = number(4, 4)
+    count = number(ifd0, 2)
+    entries = [ifd0 + 2 + 12 * index for index in range(count)]
+    gps_entry = next((entry for entry in entries if number(entry, 2) == _GPS_IFD), None)
+    if gps_entry is None:
+        return False
+    gps = number(gps_entry + 8, 4)
+    gps_count = number(gps, 2)
+    for entry in (gps + 2 + 12 * index for index in range(gps_count)):
+        kind, values = number(entry + 2, 2), number(entry + 4, 4)
+        length = _TIFF_TYPE_SIZES.get(kind, 1) * values
+        if length > 4:  # the values lie elsewhere, at the offset the entry gives
+            offset = number(entry + 8, 4)
+            number(offset + length - 1, 1)  # within the EXIF
+            tiff[offset : offset + length] = bytes(length)
+    end = gps + 2 + 12 * gps_count + 4
+    number(end - 1, 1)
+    tiff[gps:end] = bytes(end - gps)  # no entries, no next IFD
+    # IFD0 without the GPS entry: the entries after it and the next-IFD offset move up by 12 bytes.
+    tail_end = ifd0 + 2 + 12 * count + 4
+    number(tail_end - 1, 1)
+    tiff[gps_entry : tail_end - 12] = bytes(tiff[gps_entry + 12 : tail_end])
+    tiff[tail_end - 12 : tail_end] = bytes(12)
+    tiff[ifd0 : ifd0 + 2] = (count - 1).to_bytes(2, order)
+    return True
 
 
 def _as_jpeg(image: Image.Image) -> bytes:

@@ -300,23 +300,47 @@ def _serve_file(field: FieldFile) -> HttpResponse:
     return response
 
 
+def _preview_placeholder(prediction: Prediction) -> HttpResponse:
+    """A grey picture the photo's shape, for a photo browsers cannot show until the worker has copied it
+    as a JPEG (`Prediction.awaits_preview`); the pages load the photo again once it is read."""
+    width, height = prediction.image_width or 4, prediction.image_height or 3
+    text = "No preview" if prediction.status == Prediction.Status.FAILED else "Preview once read"
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}"><rect width="100%" height="100%" fill="#e4e8ee"/>'
+        f'<text x="50%" y="50%" text-anchor="middle" dominant-baseline="middle" fill="#4a5260" '
+        f'font-family="sans-serif" font-size="{max(width, height) // 16}">{text}</text></svg>'
+    )
+    response = HttpResponse(svg, content_type="image/svg+xml")
+    response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 @require_GET
 def image(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
-    """The photo as the pages show it: its display copy where it has one (a large photo, once read)."""
+    """The photo as the pages show it: its display copy where it has one (a large photo or a HEIC, once
+    read)."""
     prediction = _get_prediction_or_404(request, prediction_id)
+    if prediction.awaits_preview:
+        return _preview_placeholder(prediction)
     return _serve_file(prediction.display if prediction.display else prediction.image)
 
 
 @require_GET
 def original(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
-    """The photo exactly as stored (as uploaded, less where it was taken; a HEIC converted to JPEG)."""
+    """The photo exactly as stored: as uploaded, less where it was taken."""
     return _serve_file(_get_prediction_or_404(request, prediction_id).image)
 
 
 @require_GET
 def thumbnail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
     prediction = _get_prediction_or_404(request, prediction_id)
-    return _serve_file(prediction.thumbnail if prediction.thumbnail else prediction.image)
+    if prediction.thumbnail:
+        return _serve_file(prediction.thumbnail)
+    if prediction.awaits_preview:
+        return _preview_placeholder(prediction)
+    return _serve_file(prediction.image)
 
 
 @require_http_methods(["GET", "POST"])

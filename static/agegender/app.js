@@ -296,6 +296,11 @@
       renderFaces(card, data);
       if (data.finished) {
         card.dataset.finished = "true";
+        var placeholder = card.querySelector("img.photo[data-awaits-preview]");
+        if (placeholder) {  // a HEIC: the worker has made the JPEG copy browsers can show
+          placeholder.removeAttribute("data-awaits-preview");
+          placeholder.src = placeholder.src.split("?")[0] + "?read";
+        }
         var meta = card.querySelector(".meta");
         if (meta && data.model_version && meta.textContent.indexOf("Model ") === -1) {
           meta.insertBefore(document.createTextNode("Model " + data.model_version + " · "), meta.firstChild);

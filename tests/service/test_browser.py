@@ -104,7 +104,7 @@ def test_an_iphone_photo_shows_in_the_browser_with_its_box(
     live_server, celery_worker, browser, sideways_heic, tmp_path
 ):
     """Chromium cannot show HEIC: the preview says so instead of a broken picture, and the result page
-    shows the photo (stored as an upright JPEG) with the face boxed."""
+    shows a placeholder until the worker has read the photo, then its upright JPEG copy, the face boxed."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -119,11 +119,22 @@ def test_an_iphone_photo_shows_in_the_browser_with_its_box(
 
     WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
     WebDriverWait(browser, 10).until(ec.visibility_of_all_elements_located(RESULT_BOXES))
-    shown = browser.execute_script(
+    shown_script = (
         "var img = document.querySelector('#result .photo');"
-        "return [img.complete, img.naturalWidth, img.naturalHeight];"
+        "if (!img.complete || !img.naturalWidth) return null;"
+        "var canvas = document.createElement('canvas');"
+        "canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;"
+        "var context = canvas.getContext('2d'); context.drawImage(img, 0, 0);"
+        "var pixels = context.getImageData(0, 0, canvas.width, canvas.height).data, sum = 0, squares = 0;"
+        "for (var i = 0; i < pixels.length; i += 4) { sum += pixels[i]; squares += pixels[i] * pixels[i]; }"
+        "var n = pixels.length / 4, mean = sum / n;"
+        "return [img.naturalWidth, img.naturalHeight, Math.sqrt(squares / n - mean * mean)];"
     )
-    assert shown == [True, 384, 512]  # decoded by the browser, upright
+    # The placeholder is one grey (its red channel's spread about 0), the photo is not (about 80).
+    spread = lambda driver: (driver.execute_script(shown_script) or [0, 0, 0])[2]  # noqa: E731
+    WebDriverWait(browser, 10).until(lambda driver: spread(driver) > 20)
+    width, height, _ = browser.execute_script(shown_script)
+    assert (width, height) == (384, 512)  # decoded by the browser, upright; not the grey placeholder
     assert "female" in browser.find_element(By.CSS_SELECTOR, "#result .faces").text
 
 

@@ -59,6 +59,54 @@ def test_a_sideways_iphone_photo_is_read_upright(client, celery_worker, sideways
     assert y2 < 300  # her face is in the upper part of the upright photo
 
 
+def test_a_heic_is_shown_as_a_placeholder_its_shape_then_as_its_upright_jpeg_copy(
+    client, celery_worker, settings, sideways_heic
+):
+    """A HEIC is stored as sent (checked without decoding it, which takes a phone's 12-MP photo up to a
+    second). Browsers cannot show it, so until the worker has read it the pages show a placeholder of
+    its shape, and then the JPEG copy the worker made: upright, the same picture."""
+    import io
+    import uuid
+
+    import numpy as np
+    import redis
+    from PIL import Image
+
+    from tests.conftest import astronaut_portrait
+
+    worker_queue = settings.AGEGENDER_QUEUE
+    settings.AGEGENDER_QUEUE = nowhere = f"test-nowhere-{uuid.uuid4().hex[:8]}"  # read by no worker, yet
+    response = client.post(
+        "/", {"images": [SimpleUploadedFile("IMG_0042.HEIC", sideways_heic, content_type="image/heic")]}
+    )
+    assert response.status_code == 302, response.content.decode()
+    prediction = Prediction.objects.get(original_name="IMG_0042.HEIC")
+    assert prediction.image.name.endswith(".heic")
+    assert prediction.image.read() == sideways_heic  # as sent (it says nothing of where it was taken)
+    waiting = client.get(f"/p/{prediction.id}/image/")
+    assert waiting["Content-Type"] == "image/svg+xml" and waiting["Cache-Control"] == "no-store"
+    assert 'width="384" height="512"' in waiting.content.decode()  # upright: portrait
+    assert client.get(f"/p/{prediction.id}/thumbnail/")["Content-Type"] == "image/svg+xml"
+    assert "data-awaits-preview" in client.get(f"/p/{prediction.id}/").content.decode()
+    original = client.get(f"/p/{prediction.id}/original/")
+    assert original["Content-Type"] == "image/heic"
+    assert b"".join(original.streaming_content) == sideways_heic
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(nowhere)
+    settings.AGEGENDER_QUEUE = worker_queue
+    assert services._send(prediction.id)  # now to the worker
+    assert wait_until_finished(client, prediction.id)["status"] == "done"
+
+    served = client.get(f"/p/{prediction.id}/image/")
+    assert served["Content-Type"] == "image/jpeg"
+    with Image.open(io.BytesIO(b"".join(served.streaming_content))) as shown:
+        assert shown.size == (384, 512) and shown.getexif().get(0x0112, 1) == 1
+        difference = np.abs(np.asarray(shown.convert("RGB"), dtype=int) - astronaut_portrait()).mean()
+    assert difference < 8  # the same picture, upright
+    assert client.get(f"/p/{prediction.id}/thumbnail/")["Content-Type"] == "image/jpeg"
+    assert "data-awaits-preview" not in client.get(f"/p/{prediction.id}/").content.decode()
+
+
 def test_photo_with_two_faces_reports_two(client, celery_worker, two_faces_jpeg):
     prediction = upload(client, "twins.jpg", two_faces_jpeg)
 

@@ -146,16 +146,17 @@ def test_single_good_upload_redirects_to_its_result_page(
     assert prediction.image.name.endswith(".jpg")
 
 
-def test_heic_photo_is_stored_as_an_upright_jpeg_that_browsers_can_show(
-    client, private_media, sideways_heic, django_capture_on_commit_callbacks
+def test_heic_photo_is_stored_as_sent_without_being_decoded(
+    client, private_media, sideways_heic, django_capture_on_commit_callbacks, monkeypatch
 ):
-    import io
+    """Decoding a phone's 12-MP HEIC takes up to a second: the upload checks its header and that the file
+    is whole, and leaves the decoding to the worker."""
+    from pillow_heif import as_plugin
 
-    import numpy as np
-    from PIL import Image
+    def no_decoding(self):
+        raise AssertionError("the upload decoded the picture")
 
-    from tests.conftest import astronaut_portrait
-
+    monkeypatch.setattr(as_plugin._LibHeifImageFile, "load", no_decoding)
     upload = SimpleUploadedFile("IMG_0042.HEIC", sideways_heic, content_type="image/heic")
     with django_capture_on_commit_callbacks() as callbacks:
         response = post_files(client, upload)
@@ -163,16 +164,9 @@ def test_heic_photo_is_stored_as_an_upright_jpeg_that_browsers_can_show(
     assert response.status_code == 302, response.content.decode()
     prediction = Prediction.objects.get()
     assert prediction.original_name == "IMG_0042.HEIC"
-    assert prediction.image.name.endswith(".jpg")
+    assert prediction.image.name.endswith(".heic")
     assert (prediction.image_width, prediction.image_height) == (384, 512)  # upright: portrait
-    served = client.get(f"/p/{prediction.id}/image/")
-    assert served["Content-Type"] == "image/jpeg"
-    with Image.open(io.BytesIO(b"".join(served.streaming_content))) as stored:
-        assert stored.format == "JPEG"
-        assert stored.size == (384, 512)
-        assert stored.getexif().get(0x0112, 1) == 1  # nothing left to turn it again
-        difference = np.abs(np.asarray(stored.convert("RGB"), dtype=int) - astronaut_portrait()).mean()
-    assert difference < 8  # the same picture, upright
+    assert (private_media / prediction.image.name).read_bytes() == sideways_heic
     assert stored_files(private_media) == [private_media / prediction.image.name]
     assert len(callbacks) == 1
 
@@ -232,6 +226,18 @@ def test_truncated_heic_is_rejected_as_incomplete(client, private_media, sideway
     assert "incomplete" in response.content.decode()
     assert Prediction.objects.count() == 0
     assert stored_files(private_media) == []
+
+
+def test_a_heic_is_whole_when_its_boxes_end_where_the_file_ends(sideways_heic):
+    """The upload does not decode a HEIC, so it tells a file cut short by its top-level boxes: the last
+    one, which holds the picture, would run past the end."""
+    from predictions.uploads import _heif_is_complete
+
+    assert _heif_is_complete(sideways_heic)
+    assert not any(_heif_is_complete(sideways_heic[:cut]) for cut in (7, 100, len(sideways_heic) - 1))
+    large = (1).to_bytes(4, "big") + b"mdat" + (24).to_bytes(8, "big") + bytes(8)  # a 64-bit size
+    assert _heif_is_complete(sideways_heic + large) and not _heif_is_complete(sideways_heic + large[:-1])
+    assert _heif_is_complete(sideways_heic + (0).to_bytes(4, "big") + b"mdat" + bytes(5))  # to the end
 
 
 def test_row_and_file_both_vanish_when_the_row_cannot_be_saved(
@@ -369,23 +375,67 @@ def test_where_a_photo_was_taken_is_not_stored_and_nothing_else_changes(client, 
     assert b"Phone maker" in stored and stored_files(private_media) == [private_media / prediction.image.name]
 
 
-def test_an_iphone_photo_loses_its_position_too(client, private_media):
+def phone_heic(exif: Image.Exif) -> bytes:
     import io
 
-    from PIL import Image
     from pillow_heif import register_heif_opener
 
     from tests.conftest import astronaut_portrait
 
     register_heif_opener()
     buffer = io.BytesIO()
-    Image.fromarray(astronaut_portrait()).save(
-        buffer, format="HEIF", exif=phone_exif(orientation=1).tobytes()
-    )
-    upload = SimpleUploadedFile("IMG_0044.HEIC", buffer.getvalue(), content_type="image/heic")
+    Image.fromarray(astronaut_portrait()).save(buffer, format="HEIF", quality=90, exif=exif.tobytes())
+    return buffer.getvalue()
 
-    assert post_files(client, upload).status_code == 302
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_an_iphone_photo_loses_its_position_and_nothing_else(client, private_media, orientation):
+    """The GPS entries are removed from a HEIC's EXIF in place, without decoding the photo: the stored
+    file is as long as the one sent and differs from it only within its EXIF; the camera, the time and
+    the picture are kept."""
+    import io
+
+    import numpy as np
+
+    sent = phone_heic(phone_exif(orientation=orientation))
+    with Image.open(io.BytesIO(sent)) as photo:
+        assert photo.getexif().get_ifd(0x8825)[2] == (48.0, 51.0, 30.0)  # the test photo does carry it
+
+    assert post_files(client, SimpleUploadedFile("IMG_0044.HEIC", sent)).status_code == 302
     prediction = Prediction.objects.get()
-    with Image.open(io.BytesIO(b"".join(client.get(f"/p/{prediction.id}/image/").streaming_content))) as kept:
+    assert prediction.image.name.endswith(".heic")
+    stored = b"".join(client.get(f"/p/{prediction.id}/original/").streaming_content)
+
+    assert len(stored) == len(sent)
+    changed = [at for at in range(len(sent)) if sent[at] != stored[at]]
+    exif_at = sent.index(b"\x00\x00\x00\x06Exif\x00\x00")  # the EXIF item (its TIFF header at 6)
+    assert changed and exif_at < changed[0] and changed[-1] < exif_at + 400  # within the EXIF only
+    with Image.open(io.BytesIO(stored)) as kept, Image.open(io.BytesIO(sent)) as photo:
+        exif = kept.getexif()
+        assert 0x8825 not in exif and exif.get_ifd(0x8825) == {}
+        assert (exif[0x010F], exif[0x0110]) == ("Phone maker", "Phone 15")
+        assert exif.get_ifd(0x8769)[0x9003] == "2026:11:28 09:30:00"
+        assert kept.size == photo.size
+        assert np.array_equal(np.asarray(kept), np.asarray(photo))  # every pixel as sent
+
+
+def test_an_iphone_photo_whose_position_cannot_be_cut_out_in_place_is_stored_as_a_jpeg_without_it(
+    client, private_media
+):
+    """Where the EXIF is not found once in the file (here a comment holds a second copy of its first
+    bytes), the photo is converted to a JPEG without the position instead, as every HEIC once was."""
+    import io
+
+    exif = phone_exif(orientation=1)
+    comment = b"ASCII\x00\x00\x00" + b"\x00\x00\x00\x06Exif\x00\x00MM\x00*"
+    exif.get_ifd(0x8769)[0x9286] = comment  # UserComment
+    sent = phone_heic(exif)
+
+    assert post_files(client, SimpleUploadedFile("IMG_0045.HEIC", sent)).status_code == 302
+    prediction = Prediction.objects.get()
+    assert prediction.image.name.endswith(".jpg")
+    stored = b"".join(client.get(f"/p/{prediction.id}/original/").streaming_content)
+    with Image.open(io.BytesIO(stored)) as kept:
         assert kept.format == "JPEG" and 0x8825 not in kept.getexif()
-        assert kept.getexif()[0x0110] == "Phone 15"
+        assert kept.getexif()[0x0110] == "Phone 15" and kept.size == (384, 512)
+    assert stored_files(private_media) == [private_media / prediction.image.name]
