@@ -188,9 +188,11 @@ AGEGENDER_BROKER_RETRY_PAUSE = env_int("AGEGENDER_BROKER_RETRY_PAUSE", 10)
 # this many days after upload (0 keeps them). Signed-in users keep theirs until they delete them.
 AGEGENDER_ANONYMOUS_RETENTION_DAYS = env_int("AGEGENDER_ANONYMOUS_RETENTION_DAYS", 14)
 # Periodic upkeep, run by Celery beat (`make run` embeds it in its worker; docker compose has a service):
-# jobs the broker never got are sent again every minute; expired photos and sessions go every hour.
+# jobs the broker never got are sent again every minute; expired photos and sessions go every hour;
+# stored files that no prediction names any more go once a day.
 AGEGENDER_SEND_UNSENT_TASK = "worker.send_unsent"
 AGEGENDER_HOUSEKEEPING_TASK = "worker.housekeeping"
+AGEGENDER_ORPHANED_FILES_TASK = "worker.delete_orphaned_files"
 CELERY_BEAT_SCHEDULE = {
     "send-unsent": {
         "task": AGEGENDER_SEND_UNSENT_TASK,
@@ -201,6 +203,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": AGEGENDER_HOUSEKEEPING_TASK,
         "schedule": 3600.0,
         "options": {"queue": AGEGENDER_QUEUE, "expires": 3000},
+    },
+    "orphaned-files": {
+        "task": AGEGENDER_ORPHANED_FILES_TASK,
+        "schedule": 86400.0,
+        "options": {"queue": AGEGENDER_QUEUE, "expires": 80000},
     },
 }
 AGEGENDER_TASK_SOFT_TIME_LIMIT = env_int("AGEGENDER_TASK_SOFT_TIME_LIMIT", 120)

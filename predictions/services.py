@@ -411,6 +411,54 @@ def housekeeping() -> dict[str, int]:
     return {"anonymous_predictions_deleted": purged}
 
 
+#: The storage folders of the predictions' files (`Prediction.image`, `.thumbnail`, `.display`).
+PREDICTION_FOLDERS = ("uploads", "thumbnails", "display")
+
+
+def files_orphaned(*, older_than: timedelta) -> list[str]:
+    """Stored files of predictions that no row names any more, last written more than `older_than` ago.
+
+    Every way a row is deleted takes its files along (the delete signal), but files outlive their rows
+    where that was not so (admin deletes before 2026-11-27), where rows are deleted without signals
+    (a queryset `update`, SQL by hand), or where a process dies between storing a file and writing its
+    row. The names the rows hold are read first and the files listed after, and a file younger than
+    `older_than` is never taken, so an upload or a worker's rendition still on its way to its row is
+    left alone."""
+    storage = Prediction._meta.get_field("image").storage
+    named: set[str] = set()
+    for names in Prediction.objects.values_list("image", "thumbnail", "display").iterator(chunk_size=2000):
+        named.update(name for name in names if name)
+    cutoff = timezone.now() - older_than
+    return [
+        name
+        for folder in PREDICTION_FOLDERS
+        for name in _stored_names(storage, folder)
+        if name not in named and storage.get_modified_time(name) < cutoff
+    ]
+
+
+def _stored_names(storage: Any, folder: str) -> Iterable[str]:
+    try:
+        folders, files = storage.listdir(folder)
+    except FileNotFoundError:  # nothing ever stored there (a local storage; S3 lists nothing instead)
+        return
+    for name in sorted(files):
+        yield f"{folder}/{name}"
+    for sub in sorted(folders):
+        yield from _stored_names(storage, f"{folder}/{sub}")
+
+
+def files_delete_orphaned(*, older_than: timedelta = timedelta(hours=1)) -> int:
+    """Delete the files `files_orphaned` finds; returns how many."""
+    storage = Prediction._meta.get_field("image").storage
+    orphans = files_orphaned(older_than=older_than)
+    for name in orphans:
+        storage.delete(name)
+    if orphans:
+        logger.info("Deleted %d stored file(s) that no prediction names", len(orphans))
+    return len(orphans)
+
+
 def predictions_claim(*, session_key: str, user: AbstractBaseUser) -> int:
     """Give the anonymous predictions of a session to the user who just logged in."""
     if not session_key:

@@ -120,6 +120,12 @@ def housekeeping() -> dict[str, int]:
     return services.housekeeping()
 
 
+@shared_task(name=settings.AGEGENDER_ORPHANED_FILES_TASK, ignore_result=True)
+def delete_orphaned_files() -> int:
+    """Periodic (beat, daily): delete stored files that no prediction names any more."""
+    return services.files_delete_orphaned()
+
+
 def _run(prediction: Prediction) -> str:
     from ml import ImageError  # light: `ml` imports TensorFlow only in Predictor.load()
 

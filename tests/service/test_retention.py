@@ -94,13 +94,13 @@ def test_the_worker_runs_the_hourly_housekeeping(settings, celery_worker, privat
     assert list(Session.objects.values_list("session_key", flat=True)) == ["live"]
 
 
-def test_beat_schedules_both_upkeep_tasks_on_the_deployments_queue(settings):
+def test_beat_schedules_the_upkeep_tasks_on_the_deployments_queue(settings):
     """The schedule names tasks the worker registers, on the queue this deployment's workers read."""
     import worker.tasks  # noqa: F401  (registers the tasks)
     from agegender_site.celery import app
 
     tasks = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
-    assert set(tasks) == {"worker.send_unsent", "worker.housekeeping"}
+    assert set(tasks) == {"worker.send_unsent", "worker.housekeeping", "worker.delete_orphaned_files"}
     for name, entry in tasks.items():
         assert name in app.tasks
         assert entry["options"]["queue"] == settings.CELERY_TASK_DEFAULT_QUEUE  # what workers read

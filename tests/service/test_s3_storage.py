@@ -106,3 +106,25 @@ def test_upload_to_s3_runs_to_done_and_serves_signed_short_lived_urls(
 
     client.post(f"/p/{prediction.id}/delete/")
     assert bucket_keys(s3_storage) == set()
+
+
+def test_files_no_prediction_names_are_found_and_deleted_on_s3(s3_storage, astronaut_jpeg):
+    from datetime import timedelta
+
+    from django.core.files.base import ContentFile
+
+    from predictions import services
+
+    prediction = Prediction(session_key="visitor", original_name="a.jpg")
+    prediction.image.save("upload.jpg", ContentFile(astronaut_jpeg))
+    orphans = {"uploads/2026/10/0123456789abcdef.jpg", "thumbnails/2026/10/0123456789abcdef.jpg"}
+    for key in [*orphans, "elsewhere/notes.txt"]:
+        s3_storage.put_object(Bucket=BUCKET, Key=key, Body=b"a face")
+
+    assert services.files_orphaned(older_than=timedelta(hours=1)) == []  # all just written
+    assert set(services.files_orphaned(older_than=timedelta(0))) == orphans
+    assert services.files_delete_orphaned(older_than=timedelta(0)) == 2
+
+    assert bucket_keys(s3_storage) == {prediction.image.name, "elsewhere/notes.txt"}
+    s3_storage.delete_object(Bucket=BUCKET, Key="elsewhere/notes.txt")
+    prediction.delete()
