@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -43,8 +44,8 @@ _SAME_FORMAT = {"MPO": "JPEG"}
 #: only its header is read here: decoding a phone's 12-MP HEIC takes 0.5–1 s, too long to spend on every
 #: photo of an upload in the web request. The worker decodes it anyway, and makes the JPEG the pages show.
 BROWSERS_CANNOT_SHOW = {"HEIF"}
-#: A HEIC whose GPS position cannot be removed in place (an EXIF laid out in a way `_heif_without_location`
-#: does not follow) is converted to a JPEG here after all, as every HEIC was before.
+#: A HEIC, AVIF, PNG or WebP whose GPS position cannot be removed in place (an EXIF not found exactly once
+#: in the file, or laid out otherwise than TIFF says) is converted to a JPEG without it instead.
 CONVERTED_JPEG_QUALITY = 92
 
 
@@ -58,8 +59,8 @@ class CheckedImage:
     width: int  # upright, after EXIF orientation
     height: int
     #: The photo to store instead of the upload: the upload itself without where it was taken
-    #: (`without_location`, `_heif_without_location`), or, for a HEIC whose position cannot be removed in
-    #: place, the photo as a JPEG.
+    #: (`without_location`, `_without_location_in_place`), or, where that cannot be done, the photo as a
+    #: JPEG.
     converted: bytes | None = None
 
 
@@ -113,6 +114,11 @@ def check_image_upload(upload: UploadedFile) -> CheckedImage:
                     if image_format == "JPEG":
                         image.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # fast, reads all
                     image.load()
+                    if located and image_format != "JPEG":  # a JPEG's is removed below
+                        upload.seek(0)
+                        converted = _without_location_in_place(upload.read(), image_format)
+                        if converted is None:
+                            converted = _as_jpeg(image)
     except UploadRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -128,11 +134,10 @@ def check_image_upload(upload: UploadedFile) -> CheckedImage:
         raise UploadRejected("The image is damaged and cannot be read.") from None
     finally:
         upload.seek(0)
-    if image_format in BROWSERS_CANNOT_SHOW:  # libheif has turned it upright already: no EXIF turn
-        extension = "jpg" if converted is not None and converted[:2] == b"\xff\xd8" else "heic"
-        return CheckedImage(extension=extension, width=width, height=height, converted=converted)
-    if orientation in (5, 6, 7, 8):  # rotated a quarter turn: the upright photo is the other way round
-        width, height = height, width
+    if converted is not None and image_format != "JPEG" and converted[:2] == b"\xff\xd8":
+        return CheckedImage(extension="jpg", width=width, height=height, converted=converted)  # upright
+    if orientation in (5, 6, 7, 8) and image_format not in BROWSERS_CANNOT_SHOW:  # libheif turns a HEIC
+        width, height = height, width  # rotated a quarter turn: the upright photo is the other way round
     if located and image_format == "JPEG":
         upload.seek(0)
         converted = without_location(upload.read())
@@ -195,7 +200,7 @@ def _heif_checked(data: bytes, image: Image.Image) -> bytes | None:
         raise UploadRejected("The image is incomplete (the file is truncated or damaged).")
     if _GPS_IFD not in image.getexif():
         return None
-    cleaned = _heif_without_location(data)
+    cleaned = _without_location_in_place(data, "HEIF")
     if cleaned is not None:
         return cleaned
     image.load()
@@ -220,34 +225,81 @@ def _heif_is_complete(data: bytes) -> bool:
     return True
 
 
-def _heif_without_location(data: bytes) -> bytes | None:
-    """The HEIC with its EXIF's GPS entries removed in place: the GPS IFD's entries and values zeroed and
-    its pointer taken out of IFD0, every length and offset in the file unchanged, the compressed picture
-    and the rest of the EXIF untouched. None where the file does not hold exactly one EXIF block, or
-    where the result does not read as the same EXIF less the position."""
-    starts = [
-        match + len(_EXIF_MARK)
-        for header in (b"MM\x00*", b"II*\x00")
-        for match in _find_all(data, _EXIF_MARK + header)
-    ]
-    if len(starts) != 1:
+def _without_location_in_place(data: bytes, image_format: str) -> bytes | None:
+    """The file with its EXIF's GPS entries removed in place: the GPS IFD's entries and values zeroed and
+    its pointer taken out of IFD0, every length and offset in the file unchanged (a PNG's chunk checksum
+    is computed again), the picture and the rest of the EXIF untouched. For HEIC and AVIF (EXIF in an
+    item), PNG (an `eXIf` chunk) and WebP (an `EXIF` chunk). None where the EXIF is not found exactly
+    once, or where the result does not read as the same EXIF less the position."""
+    start = _exif_start(data, image_format)
+    if start is None:
         return None
     cleaned = bytearray(data)
     try:
-        removed = _tiff_without_location(memoryview(cleaned)[starts[0] :])
+        removed = _tiff_without_location(memoryview(cleaned)[start:])
+        if removed and image_format == "PNG":
+            _png_checksums_renewed(cleaned)
     except ValueError:
         return None
     if not removed:
         return None
-    with Image.open(io.BytesIO(data)) as sent, Image.open(io.BytesIO(bytes(cleaned))) as kept:
-        before, after = sent.getexif(), kept.getexif()
-        if after.get_ifd(_GPS_IFD) or dict(after) != {k: v for k, v in before.items() if k != _GPS_IFD}:
-            return None
+    try:
+        with Image.open(io.BytesIO(data)) as sent, Image.open(io.BytesIO(bytes(cleaned))) as kept:
+            before, after = sent.getexif(), kept.getexif()
+            if after.get_ifd(_GPS_IFD) or dict(after) != {k: v for k, v in before.items() if k != _GPS_IFD}:
+                return None
+            if image_format == "PNG":
+                kept.verify()  # every chunk's checksum
+    except (OSError, SyntaxError, ValueError):
+        return None
     return bytes(cleaned)
 
 
-#: How a HEIF's EXIF item begins (ISO/IEC 23008-12 A.2.1: the offset of its TIFF header, 6, then "Exif").
+#: How a HEIF's or AVIF's EXIF item begins (ISO/IEC 23008-12 A.2.1: the offset of its TIFF header, 6).
 _EXIF_MARK = b"\x00\x00\x00\x06Exif\x00\x00"
+_TIFF_HEADERS = (b"MM\x00*", b"II*\x00")
+
+
+def _exif_start(data: bytes, image_format: str) -> int | None:
+    """Where the TIFF header of the file's one EXIF block is, or None."""
+    if image_format in ("HEIF", "AVIF"):
+        starts = [at + len(_EXIF_MARK) for tiff in _TIFF_HEADERS for at in _find_all(data, _EXIF_MARK + tiff)]
+    elif image_format == "PNG":
+        starts = [at for kind, at, _ in _png_chunks(data) if kind == b"eXIf"]
+    elif image_format == "WEBP":
+        starts = [at for kind, at, _ in _riff_chunks(data) if kind == b"EXIF"]
+    else:
+        return None
+    if len(starts) != 1:
+        return None
+    start = starts[0] + (6 if data[starts[0] : starts[0] + 6] == b"Exif\x00\x00" else 0)
+    return start if data[start : start + 4] in _TIFF_HEADERS else None
+
+
+def _png_chunks(data: bytes | bytearray) -> list[tuple[bytes, int, int]]:
+    """(type, where its data starts, its length) of each chunk of a PNG."""
+    chunks, at = [], 8  # after the signature
+    while at + 12 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        chunks.append((bytes(data[at + 4 : at + 8]), at + 8, length))
+        at += 12 + length
+    return chunks
+
+
+def _png_checksums_renewed(data: bytearray) -> None:
+    for kind, at, length in _png_chunks(data):
+        if kind == b"eXIf":
+            data[at + length : at + length + 4] = zlib.crc32(kind + data[at : at + length]).to_bytes(4, "big")
+
+
+def _riff_chunks(data: bytes) -> list[tuple[bytes, int, int]]:
+    """(FourCC, where its data starts, its length) of each chunk of a RIFF file such as WebP."""
+    chunks, at = [], 12  # after "RIFF", the size and "WEBP"
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at + 4 : at + 8], "little")
+        chunks.append((data[at : at + 4], at + 8, length))
+        at += 8 + length + (length & 1)
+    return chunks
 
 
 def _find_all(data: bytes, pattern: bytes) -> list[int]:

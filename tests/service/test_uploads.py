@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
@@ -439,3 +440,55 @@ def test_an_iphone_photo_whose_position_cannot_be_cut_out_in_place_is_stored_as_
         assert kept.format == "JPEG" and 0x8825 not in kept.getexif()
         assert kept.getexif()[0x0110] == "Phone 15" and kept.size == (384, 512)
     assert stored_files(private_media) == [private_media / prediction.image.name]
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("PNG", "shot.png"), ("WEBP", "shot.webp"), ("AVIF", "shot.avif")])
+def test_a_png_webp_or_avif_loses_its_position_in_place_too(client, private_media, fmt, name):
+    """Phones rarely write these, but an editor or an exporter may keep the position: it is removed the
+    same way, every pixel and the rest of the EXIF kept (a PNG's chunk checksum made again)."""
+    import io
+
+    import numpy as np
+
+    from tests.conftest import astronaut_portrait
+
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut_portrait()).save(buffer, format=fmt, exif=phone_exif(orientation=1).tobytes())
+    sent = buffer.getvalue()
+
+    assert post_files(client, SimpleUploadedFile(name, sent)).status_code == 302
+    prediction = Prediction.objects.get()
+    assert prediction.image.name.endswith(name.rsplit(".", 1)[-1])
+    stored = (private_media / prediction.image.name).read_bytes()
+    assert len(stored) == len(sent) and stored != sent
+    with Image.open(io.BytesIO(stored)) as kept, Image.open(io.BytesIO(sent)) as photo:
+        kept.load()
+        exif = kept.getexif()
+        assert 0x8825 not in exif and exif.get_ifd(0x8825) == {}
+        assert exif[0x0110] == "Phone 15" and exif.get_ifd(0x8769)[0x9003] == "2026:11:28 09:30:00"
+        assert np.array_equal(np.asarray(kept), np.asarray(photo))  # every pixel as sent
+
+
+def test_a_png_whose_position_cannot_be_cut_out_in_place_is_stored_as_a_jpeg_without_it(
+    client, private_media
+):
+    """Two EXIF chunks (which one do readers believe?): the photo is converted instead."""
+    import io
+
+    from predictions.uploads import _png_chunks
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(
+        buffer, format="PNG", exif=phone_exif(orientation=1).tobytes()
+    )
+    sent = buffer.getvalue()
+    (at, length) = next((at, length) for kind, at, length in _png_chunks(sent) if kind == b"eXIf")
+    chunk = sent[at - 8 : at + length + 4]
+    doubled = sent[: at + length + 4] + chunk + sent[at + length + 4 :]
+
+    assert post_files(client, SimpleUploadedFile("shot.png", doubled)).status_code == 302
+    prediction = Prediction.objects.get()
+    assert prediction.image.name.endswith(".jpg")
+    with Image.open(private_media / prediction.image.name) as kept:
+        assert kept.format == "JPEG" and kept.size == (64, 48)
+        assert 0x8825 not in kept.getexif() and kept.getexif()[0x0110] == "Phone 15"
