@@ -318,6 +318,8 @@
       setStatus(item.querySelector(".status"), data);
       if (!data.finished) return;
       item.dataset.finished = "true";
+      var thumb = item.querySelector("img.thumb");  // the worker's thumbnail now (or, failed, no preview)
+      thumb.src = thumb.src.split("?")[0] + "?" + data.status;
       if (data.status !== "done") return;
       var count = data.faces.length;
       item.querySelector(".face-count").textContent = count + " face" + (count === 1 ? "" : "s") + " · ";
@@ -326,8 +328,6 @@
       });
       if (count > BRIEF_FACES) parts.push("+" + (count - BRIEF_FACES) + " more");
       item.querySelector(".faces-brief").textContent = parts.join(", ");
-      var thumb = item.querySelector("img.thumb");  // the worker's thumbnail now, not the photo itself
-      thumb.src = thumb.src.split("?")[0] + "?done";
     });
   });
 
