@@ -195,7 +195,7 @@ def _heif_checked(data: bytes, image: Image.Image) -> bytes | None:
     """Check a HEIC without decoding it: complete (a cut-off file is what users send by mistake) and, where
     it says where it was taken, with that removed. Returns what to store instead of the upload: the HEIC
     without its position, or, where that cannot be done in place, the photo as a JPEG; None to store the
-    upload as it is. A picture damaged inside a complete file is found by the worker, which says so."""
+    upload as it is. A complete file whose picture cannot be decoded fails in the worker, which says so."""
     if not _heif_is_complete(data):
         raise UploadRejected("The image is incomplete (the file is truncated or damaged).")
     if _GPS_IFD not in image.getexif():
