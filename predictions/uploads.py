@@ -107,18 +107,20 @@ def check_image_upload(upload: UploadedFile) -> CheckedImage:
                     )
                 located = _GPS_IFD in image.getexif()
                 converted = None
-                if image_format in BROWSERS_CANNOT_SHOW:
+                if image_format in BROWSERS_CANNOT_SHOW:  # not decoded here: see BROWSERS_CANNOT_SHOW
                     upload.seek(0)
-                    converted = _heif_checked(upload.read(), image)
+                    if not _heif_is_complete(upload.read()):  # what a cut-off upload looks like
+                        raise UploadRejected("The image is incomplete (the file is truncated or damaged).")
                 else:
                     if image_format == "JPEG":
                         image.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # fast, reads all
                     image.load()
-                    if located and image_format != "JPEG":  # a JPEG's is removed below
-                        upload.seek(0)
-                        converted = _without_location_in_place(upload.read(), image_format)
-                        if converted is None:
-                            converted = _as_jpeg(image)
+                if located and image_format != "JPEG":  # a JPEG's is removed below
+                    upload.seek(0)
+                    converted = _without_location_in_place(upload.read(), image_format)
+                    if converted is None:
+                        image.load()
+                        converted = _as_jpeg(image)
     except UploadRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -189,22 +191,6 @@ def _looks_like_heif(upload: UploadedFile) -> bool:
     upload.seek(0)
     head = upload.read(12)
     return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
-
-
-def _heif_checked(data: bytes, image: Image.Image) -> bytes | None:
-    """Check a HEIC without decoding it: complete (a cut-off file is what users send by mistake) and, where
-    it says where it was taken, with that removed. Returns what to store instead of the upload: the HEIC
-    without its position, or, where that cannot be done in place, the photo as a JPEG; None to store the
-    upload as it is. A complete file whose picture cannot be decoded fails in the worker, which says so."""
-    if not _heif_is_complete(data):
-        raise UploadRejected("The image is incomplete (the file is truncated or damaged).")
-    if _GPS_IFD not in image.getexif():
-        return None
-    cleaned = _without_location_in_place(data, "HEIF")
-    if cleaned is not None:
-        return cleaned
-    image.load()
-    return _as_jpeg(image)
 
 
 def _heif_is_complete(data: bytes) -> bool:
