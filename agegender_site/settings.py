@@ -152,6 +152,8 @@ AGEGENDER_ALLOWED_EXTENSIONS = env_list(
 AGEGENDER_UPLOADS_PER_HOUR = env_int("AGEGENDER_UPLOADS_PER_HOUR", 300)
 AGEGENDER_TRUSTED_PROXIES = env_int("AGEGENDER_TRUSTED_PROXIES", 0)
 AGEGENDER_MAX_IMAGE_PIXELS = env_int("AGEGENDER_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000
+# ExifTool removes where a photo was taken before it is stored (Debian: libimage-exiftool-perl).
+AGEGENDER_EXIFTOOL = env_str("AGEGENDER_EXIFTOOL", "exiftool")
 # The upload form refuses a batch of more than AGEGENDER_MAX_FILES_PER_UPLOAD photos with a message; only a
 # request of more files than this is refused by Django before the view (a 400 page), as abuse.
 DATA_UPLOAD_MAX_NUMBER_FILES = max(100, 5 * AGEGENDER_MAX_FILES_PER_UPLOAD)
