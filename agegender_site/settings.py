@@ -151,6 +151,11 @@ AGEGENDER_ALLOWED_EXTENSIONS = env_list(
 # proxies set AGEGENDER_TRUSTED_PROXIES=N, so that the client's address is read from X-Forwarded-For.
 AGEGENDER_UPLOADS_PER_HOUR = env_int("AGEGENDER_UPLOADS_PER_HOUR", 300)
 AGEGENDER_TRUSTED_PROXIES = env_int("AGEGENDER_TRUSTED_PROXIES", 0)
+# A photo's cost to the worker grows with its pixels (~0.13 s a megapixel), so the allowance counts them
+# too (0: no limit), and one upload may not hold more than AGEGENDER_MAX_UPLOAD_MEGAPIXELS in all (20
+# phone photos of 12 MP fit): the photos past it are refused before they are decoded.
+AGEGENDER_MEGAPIXELS_PER_HOUR = env_int("AGEGENDER_MEGAPIXELS_PER_HOUR", 2000)
+AGEGENDER_MAX_UPLOAD_PIXELS = env_int("AGEGENDER_MAX_UPLOAD_MEGAPIXELS", 250) * 1_000_000
 AGEGENDER_MAX_IMAGE_PIXELS = env_int("AGEGENDER_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000
 # ExifTool removes where a photo was taken before it is stored (Debian: libimage-exiftool-perl).
 AGEGENDER_EXIFTOOL = env_str("AGEGENDER_EXIFTOOL", "exiftool")

@@ -78,9 +78,26 @@ def allowed_extensions_text() -> str:
     return ", ".join(ext.upper() for ext in settings.AGEGENDER_ALLOWED_EXTENSIONS)
 
 
-def check_image_upload(upload: UploadedFile) -> CheckedImage:
+def check_uploads(uploads: list[UploadedFile]) -> list[tuple[UploadedFile, CheckedImage | str]]:
+    """Each photo of one upload checked, or why it was refused; together they may hold at most
+    `AGEGENDER_MAX_UPLOAD_PIXELS`, and a photo past that is refused before it is decoded."""
+    pixels_left = settings.AGEGENDER_MAX_UPLOAD_PIXELS
+    checked: list[tuple[UploadedFile, CheckedImage | str]] = []
+    for upload in uploads:
+        try:
+            photo = check_image_upload(upload, upload_pixels_left=pixels_left)
+        except UploadRejected as exc:
+            checked.append((upload, str(exc)))
+            continue
+        pixels_left -= photo.width * photo.height
+        checked.append((upload, photo))
+    return checked
+
+
+def check_image_upload(upload: UploadedFile, *, upload_pixels_left: int | None = None) -> CheckedImage:
     """Accept a photo or raise `UploadRejected`: allowed extension, not empty, within the size limit,
-    a real image of an allowed format, not absurdly large in pixels, and complete (not truncated)."""
+    a real image of an allowed format, not absurdly large in pixels (nor more than `upload_pixels_left`,
+    what its upload may still hold), and complete (not truncated)."""
     name = upload.name or ""
     if len(name) > MAX_NAME_LENGTH:
         raise UploadRejected(
@@ -98,10 +115,10 @@ def check_image_upload(upload: UploadedFile) -> CheckedImage:
         raise UploadRejected(f"The file is {_megabytes(upload.size)}; the limit is {_megabytes(limit)}.")
     allowed_formats = {_FORMAT_FOR_EXTENSION[ext] for ext in allowed if ext in _FORMAT_FOR_EXTENSION}
     with metadata.on_disk(upload) as path:
-        return _checked(path, allowed_formats)
+        return _checked(path, allowed_formats, upload_pixels_left)
 
 
-def _checked(path: Path, allowed_formats: set[str]) -> CheckedImage:
+def _checked(path: Path, allowed_formats: set[str], upload_pixels_left: int | None) -> CheckedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -118,6 +135,11 @@ def _checked(path: Path, allowed_formats: set[str]) -> CheckedImage:
                     raise UploadRejected(
                         f"The image is {width}×{height} pixels; the limit is "
                         f"{settings.AGEGENDER_MAX_IMAGE_PIXELS // 1_000_000} megapixels."
+                    )
+                if upload_pixels_left is not None and width * height > upload_pixels_left:
+                    raise UploadRejected(
+                        f"One upload may hold {settings.AGEGENDER_MAX_UPLOAD_PIXELS // 1_000_000} megapixels "
+                        f"in all, and this {width}×{height} photo goes past that: send it in another upload."
                     )
                 if image_format not in BROWSERS_CANNOT_SHOW:
                     if image_format == "JPEG":
@@ -177,6 +199,9 @@ def _without_location(path: Path, image: Image.Image, size: tuple[int, int]) -> 
     """The photo to store instead of the upload, or None to store it as sent: the upload without where it
     was taken (`metadata.without_location`), checked by reading it back; where ExifTool cannot rewrite
     it, or the result still reads with a position, the photo as a JPEG without it."""
+    xmp = image.info.get("xmp") or b""
+    if _GPS_IFD not in image.getexif() and b"GPS" not in (xmp if isinstance(xmp, bytes) else xmp.encode()):
+        return None  # no position to remove (ExifTool is not started for nothing)
     try:
         cleaned = metadata.without_location(path)
         if cleaned is None:
