@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from predictions import metadata
+from predictions.upload_handlers import MAX_NAME_LENGTH, sent_name_length
 
 register_heif_opener()
 logger = logging.getLogger(__name__)
@@ -52,8 +53,7 @@ BROWSERS_CANNOT_SHOW = {"HEIF"}
 #: converted to a JPEG without it instead.
 CONVERTED_JPEG_QUALITY = 92
 #: File names are kept (shown on the pages, 255 characters in the database); a longer one is refused with
-#: a message rather than cut, so that the sender knows which photo it was.
-MAX_NAME_LENGTH = 255
+#: a message rather than cut (`upload_handlers`).
 
 
 class UploadRejected(ValueError):
@@ -99,9 +99,9 @@ def check_image_upload(upload: UploadedFile, *, upload_pixels_left: int | None =
     a real image of an allowed format, not absurdly large in pixels (nor more than `upload_pixels_left`,
     what its upload may still hold), and complete (not truncated)."""
     name = upload.name or ""
-    if len(name) > MAX_NAME_LENGTH:
+    if (length := sent_name_length(upload)) > MAX_NAME_LENGTH:
         raise UploadRejected(
-            f"The file name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}. "
+            f"The file name is {length} characters long; the limit is {MAX_NAME_LENGTH}. "
             "Rename the file and send it again."
         )
     extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""

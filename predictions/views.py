@@ -23,6 +23,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.paginator import Paginator
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
@@ -36,6 +37,7 @@ from predictions.health import service_health
 from predictions.models import Prediction
 from predictions.ratelimit import refuse_upload
 from predictions.signals import VISITOR_KEY
+from predictions.upload_handlers import unreadable_upload_reason
 from predictions.uploads import allowed_extensions_text, check_image_upload, check_uploads
 
 HISTORY_PAGE_SIZE = 12
@@ -105,7 +107,13 @@ def upload(request: HttpRequest) -> HttpResponse:
     reloading never uploads again); a file refused is named with its reason, and the others go on."""
     outcomes: list[UploadOutcome] = []
     if request.method == "POST":
-        form = UploadForm(request.POST, request.FILES)
+        try:
+            form = UploadForm(request.POST, request.FILES)
+        except MultiPartParserError as exc:  # e.g. a file name far too long: say so, not a bare 400
+            refused = [UploadOutcome(name="The upload", error=unreadable_upload_reason(exc))]
+            if _wants_json(request):
+                return _refusals_json(errors=[refused[0].error])
+            return _upload_page(request, UploadForm(), refused, status=400)
         # A client with nothing left this hour is told before its photos are read (nothing counted).
         files = form.cleaned_data["images"] if form.is_valid() else []
         if files and (refusal := refuse_upload(request, 1, only_look=True)):
