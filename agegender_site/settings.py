@@ -240,6 +240,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Django's own "django" logger writes to the console too (when DEBUG is on): its messages go to the
+    # root's handler only, not twice. mail_admins is not used (no email is set up).
+    "loggers": {"django": {"handlers": [], "level": env_str("LOG_LEVEL", "INFO"), "propagate": True}},
 }
 
 # --- HTTPS: on by default in production (DJANGO_DEBUG=0); docker-compose.yml turns it off for plain HTTP

@@ -129,3 +129,27 @@ def test_the_compose_file_requires_a_secret_key_and_turns_https_off_for_plain_ht
     assert environment["DJANGO_DEBUG"] == "0"
     for name in ("DJANGO_SECURE_SSL_REDIRECT", "DJANGO_SECURE_HSTS_SECONDS", "DJANGO_SECURE_COOKIES"):
         assert environment[name] == f"${{{name}:-0}}"
+
+
+@pytest.mark.parametrize("debug", ["1", "0"])
+def test_a_web_warning_is_logged_once(debug):
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import django, logging; django.setup(); "
+        "logging.getLogger('django.request').warning('Not Found: /probe-%s', 'once')"
+    )
+    env = {**os.environ, **PRODUCTION, "DJANGO_DEBUG": debug}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout + result.stderr).count("Not Found: /probe-once") == 1
+
+
+def test_favicon_ico_leads_to_the_sites_icon(client):
+    from django.contrib.staticfiles import finders
+
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"] == "/static/agegender/favicon.svg"
+    assert finders.find("agegender/favicon.svg")
