@@ -129,8 +129,7 @@ def _checked(path: Path, allowed_formats: set[str], upload_pixels_left: int | No
                         f"The file is a {image.format or 'unknown'} image; "
                         f"only {allowed_extensions_text()} photos are accepted."
                     )
-                width, height = image.size
-                orientation = image.getexif().get(0x0112, 1)  # EXIF orientation
+                width, height = image.size  # from the header: nothing decoded before the pixel limits
                 if width * height > settings.AGEGENDER_MAX_IMAGE_PIXELS:
                     raise UploadRejected(
                         f"The image is {width}×{height} pixels; the limit is "
@@ -138,9 +137,10 @@ def _checked(path: Path, allowed_formats: set[str], upload_pixels_left: int | No
                     )
                 if upload_pixels_left is not None and width * height > upload_pixels_left:
                     raise UploadRejected(
-                        f"One upload may hold {settings.AGEGENDER_MAX_UPLOAD_PIXELS // 1_000_000} megapixels "
+                        f"One upload may hold {settings.AGEGENDER_MAX_UPLOAD_PIXELS / 1e6:g} megapixels "
                         f"in all, and this {width}×{height} photo goes past that: send it in another upload."
                     )
+                orientation = image.getexif().get(0x0112, 1)  # EXIF orientation (a PNG's: decodes it)
                 if image_format not in BROWSERS_CANNOT_SHOW:
                     if image_format == "JPEG":
                         image.draft("RGB", (max(1, width // 8), max(1, height // 8)))  # fast, reads all
