@@ -2,7 +2,7 @@
 
 With no environment at all the site runs locally: SQLite, private files under `var/media`, Redis at
 redis://127.0.0.1:6379/0. `DATABASE_URL` switches to PostgreSQL; `AGEGENDER_S3_BUCKET` switches the
-uploaded images to S3 (or MinIO with `AGEGENDER_S3_ENDPOINT_URL`). See docs/configuration.md for the full table.
+uploaded images to S3 (or MinIO with `AGEGENDER_S3_ENDPOINT_URL`). docs/configuration.md has them all.
 """
 
 from __future__ import annotations
