@@ -123,11 +123,11 @@ def _unpacked_network(folder: Path, name: str):
     return network
 
 
-def save_weights(model, out: Path, stem: str = "fused") -> list[Path]:
-    """`model`'s weights as float32 .npz parts of at most `PART_BYTES` each."""
+def save_weights(model, out: Path, stem: str = "fused", dtype=np.float32) -> list[Path]:
+    """`model`'s weights as .npz parts of at most `PART_BYTES` each (float16 halves what travels)."""
     out.mkdir(parents=True, exist_ok=True)
     parts, current, size = [], [], 0
-    for weight in model.get_weights():
+    for weight in (w.astype(dtype) for w in model.get_weights()):
         if current and size + weight.nbytes > PART_BYTES:
             parts.append(current)
             current, size = [], 0
@@ -147,7 +147,7 @@ def load_weights(model, folder: Path, stem: str = "fused") -> None:
     weights = {}
     for path in sorted(folder.glob(f"{stem}-*.npz")):
         with np.load(path) as data:
-            weights.update({key: data[key] for key in data.files})
+            weights.update({key: data[key].astype(np.float32) for key in data.files})
     model.set_weights([weights[key] for key in sorted(weights)])
 
 
@@ -226,11 +226,28 @@ def finish(weights: Path, config) -> dict:
     )
 
 
+def carry_weights(model_dir: Path, out: Path) -> None:
+    """A finished model's fused weights (its gender expert left out) as float16 parts in `out`, for
+    `--init-from out` on a GPU machine, where the 24 MB model file would not fit beside the pack."""
+    import keras
+
+    import ml.model  # noqa: F401  (registers the custom layers)
+
+    saved = keras.models.load_model(model_dir / "model.keras", compile=False)
+    if "agegender_fused" in [layer.name for layer in saved.layers]:
+        saved = saved.get_layer("agegender_fused")
+    paths = save_weights(saved, out, dtype=np.float16)
+    print(f"{sum(p.stat().st_size for p in paths) / 1e6:.1f} MB of weights in {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from ml.train import add_arguments, config_from_args
 
     parser = argparse.ArgumentParser(prog="python -m ml.remote", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    weights = commands.add_parser("weights", help="a model's weights as float16 parts, for --init-from")
+    weights.add_argument("model_dir", type=Path)
+    weights.add_argument("out", type=Path)
     for name in ("pack", "fit", "finish"):
         sub = commands.add_parser(name)
         if name in ("pack", "fit"):
@@ -239,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("weights", type=Path, help="where fit writes (and finish reads) the weights")
         add_arguments(sub)
     args = parser.parse_args(argv)
+    if args.command == "weights":
+        carry_weights(args.model_dir, args.out)
+        return 0
     config = config_from_args(args)
     if args.command == "pack":
         pack(args.folder, config)

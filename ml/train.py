@@ -109,6 +109,9 @@ class TrainConfig:
     batchnorm_chips: str = "resampled"
     # every stage: the augmenter also blurs, coarsens and greys chips (`ml.model.RandomDegrade`)
     degrade: bool = False
+    # every stage: this share of the training chips is shown as old prints and scans
+    # (`ml.training.scans.RandomScan`: faded colour, sepia, grey, low contrast, grain, blur, JPEG)
+    scan: float = 0.0
     # every fitting stage sees each training chip (both framings) after one trip through WebP at this
     # quality, as the runs on a GPU machine did (`ml.remote` packs the chips so); batch-norm statistics,
     # the gender expert and the range are still fitted on the clean chips; 0: the clean chips throughout
@@ -555,6 +558,10 @@ def _trainer(model, config: TrainConfig, seed: int):
     keras.utils.set_random_seed(seed)  # tf.data's shuffle pairs this global seed with its own
     size = config.input_size
     augmenter = make_augmenter(seed, degrade=config.degrade)
+    if config.scan:
+        from ml.training.scans import random_scan
+
+        augmenter.add(random_scan(config.scan, seed=seed + 7, name="scan"))
     fused = isinstance(model.input, dict)
     image = keras.Input((size, size, 3), name="image")
     inputs = {"image": image, "face": keras.Input((size, size, 3), name="face")} if fused else image
@@ -713,7 +720,12 @@ def _init_from(model, folder: str | None) -> None:
     """Start `model` from the weights of the same architecture saved in `folder` (`--init-from`)."""
     import keras
 
-    if folder:
+    if folder and not (Path(folder) / "model.keras").is_file() and any(Path(folder).glob("fused-*.npz")):
+        from ml.remote import load_weights  # weights carried to a GPU machine without the model file
+
+        load_weights(model, Path(folder))
+        print(f"weights initialised from the parts in {folder}", flush=True)
+    elif folder:
         saved = keras.models.load_model(Path(folder) / "model.keras", compile=False)
         if saved.name != model.name and model.name in [layer.name for layer in saved.layers]:
             saved = saved.get_layer(model.name)  # a fused model saved with its gender expert around it
@@ -1390,6 +1402,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=defaults.degrade,
         help="augment with blur, low resolution and greyscale as well (ml.model.RandomDegrade)",
+    )
+    parser.add_argument(
+        "--scan",
+        type=float,
+        default=defaults.scan,
+        help="share of training chips shown as scanned old prints (ml.training.scans.RandomScan); 0: none",
     )
     parser.add_argument(
         "--batchnorm-chips",
