@@ -6,8 +6,8 @@ augmentation's own artefacts:
 - `RandomScan`, a Keras layer (any backend; on JAX it runs in the compiled augmenter), spoils a share of
   the training chips as an old print or scan would: greyscale, sepia or faded colour, low contrast and
   lifted blacks, a halftone screen, scanner blur, low resolution, film grain and JPEG blocking.
-- `scan_chips` and `cut_chips` (NumPy and Pillow, seeded per face) make the validation sets that stand
-  for scanned family photos and for faces cut by the frame's edge.
+- `scan_photo`, `scan_chips` and `cut_chips` (NumPy and Pillow, seeded per face) make the validation
+  sets that stand for scanned family photos and for faces cut by the frame's edge.
 """
 
 from __future__ import annotations
@@ -146,15 +146,19 @@ def random_scan(rate: float = 0.5, seed=None, **kwargs):
 # ---------------------------------------------------------------- validation sets (NumPy and Pillow)
 
 
-def scan_chip(chip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One uint8 chip (S, S, 3) as an old print scanned: always a colour change, then each other step
-    drawn on its own."""
+def scan_photo(photo: np.ndarray, rng: np.random.Generator, face_px: float = 64.0) -> np.ndarray:
+    """One uint8 RGB photo (H, W, 3) as an old print scanned: always a colour change (grey in one
+    case of five, else sepia, faded colour or the colour as it was), then each other step drawn on its
+    own. Blur, grain and the halftone screen scale with `face_px`, the face's size in pixels (the chip's
+    side for a chip), so that a photo and a chip of the same face are spoilt alike."""
     from PIL import Image, ImageFilter
+    from scipy.ndimage import gaussian_filter
 
-    x = chip.astype(np.float32)
+    scale = face_px / 64.0
+    x = photo.astype(np.float32)
     grey = (x @ np.array(LUMA, np.float32))[..., None].repeat(3, axis=-1)
     mode = rng.random()
-    if mode < 0.2:  # about one scan in five is black and white
+    if mode < 0.2:
         x = grey
     elif mode < 0.45:
         x = grey * np.array(SEPIA, np.float32) * rng.uniform(0.95, 1.05) + rng.uniform(5, 25)
@@ -166,27 +170,24 @@ def scan_chip(chip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = mean + rng.uniform(0.4, 0.85) * (x - mean)
         lift = rng.uniform(0.0, 0.25)
         x = x * (1 - lift) + 255 * lift
-    size = chip.shape[0]
+    height, width = photo.shape[:2]
     if rng.random() < 0.1:  # halftone: a rotated dot screen
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-        angle, period = np.deg2rad(rng.uniform(0, 45)), rng.uniform(2.5, 4.0)
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        angle, period = np.deg2rad(rng.uniform(0, 45)), rng.uniform(2.5, 4.0) * scale
         u = xx * np.cos(angle) + yy * np.sin(angle)
         v = -xx * np.sin(angle) + yy * np.cos(angle)
         screen = np.cos(2 * np.pi * u / period) * np.cos(2 * np.pi * v / period)
         x = x * (1 + rng.uniform(0.05, 0.2) * screen[..., None])
     image = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
     if rng.random() < 0.6:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.4)))
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.4) * scale))
     if rng.random() < 0.4:
-        side = int(rng.integers(size // 2, size * 3 // 4))
-        image = image.resize((side, side), Image.Resampling.BOX).resize(
-            (size, size), Image.Resampling.BICUBIC
-        )
+        share = rng.uniform(0.5, 0.75)
+        small = (max(1, round(width * share)), max(1, round(height * share)))
+        image = image.resize(small, Image.Resampling.BOX).resize((width, height), Image.Resampling.BICUBIC)
     x = np.asarray(image, np.float32)
-    if rng.random() < 0.6:
-        from scipy.ndimage import gaussian_filter
-
-        grain = gaussian_filter(rng.normal(0, 1, (size, size)), 0.6)
+    if rng.random() < 0.6:  # film grain, the same in every channel
+        grain = gaussian_filter(rng.normal(0, 1, (height, width)), 0.6 * scale)
         x = x + (grain / grain.std() * rng.uniform(2, 8))[..., None].astype(np.float32)
     image = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
     if rng.random() < 0.7:
@@ -201,7 +202,7 @@ def scan_chips(chips: np.ndarray, seed: int = 0) -> np.ndarray:
     same set every run, and a face's two framings (called with the same seed) spoilt alike."""
     return np.stack(
         [
-            scan_chip(np.clip(c, 0, 255).astype(np.uint8), np.random.default_rng((seed, i)))
+            scan_photo(np.clip(c, 0, 255).astype(np.uint8), np.random.default_rng((seed, i)), c.shape[0])
             for i, c in enumerate(chips)
         ]
     )
