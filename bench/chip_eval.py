@@ -94,20 +94,10 @@ def report(label: str, outputs: dict, val_set, scale: float, buckets: np.ndarray
             )
 
 
-#: Age groups of the scanned-photo figures: (name, lowest age, highest age).
-AGE_GROUPS = (
-    ("0-2", 0, 2),
-    ("3-9", 3, 9),
-    ("10-19", 10, 19),
-    ("20-29", 20, 29),
-    ("30-44", 30, 44),
-    ("45+", 45, 200),
-)
-
-
 def group_report(label: str, outputs: dict, val_set) -> None:
     """Per dataset and age group: faces, age MAE, mean signed error (+ reads too old), gender right."""
     from ml.calibration import expected_age
+    from ml.evaluate import AGE_GROUPS
 
     age = expected_age(outputs["age"])
     error = age - val_set.ages

@@ -224,3 +224,43 @@ def cut_chips(chips: np.ndarray, seed: int = 0, framing_scale: float = 1.0) -> n
         chip[:, keep:] = chip[:, keep - 1 : keep]
         out[i] = np.rot90(chip, -side)
     return out
+
+
+def cut_photo(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The photo with 25–45% of its width or height cut away on one side: the datasets' faces fill the
+    middle of their photos, so this cuts the face by the frame's edge as a tight snapshot does."""
+    height, width = photo.shape[:2]
+    side, share = int(rng.integers(4)), rng.uniform(0.25, 0.45)
+    if side == 0:
+        return photo[:, int(width * share) :]
+    if side == 1:
+        return photo[:, : width - int(width * share)]
+    if side == 2:
+        return photo[int(height * share) :]
+    return photo[: height - int(height * share)]
+
+
+#: What `spoiled_photo` can do to a photo (`python -m ml evaluate --degrade`).
+PHOTO_SPOILS = ("scan", "cut")
+
+
+def spoiled_photo(path, kind: str, key: str) -> bytes:
+    """The photo at `path`, upright, spoilt by `kind` ("scan" or "cut") with draws seeded by its `key`
+    (the same photo every run and for every model), as JPEG bytes."""
+    import hashlib
+
+    from PIL import Image, ImageOps
+
+    seed = int.from_bytes(hashlib.sha256(f"{kind}/{key}".encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    with Image.open(path) as image:
+        photo = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    if kind == "scan":  # the datasets' faces span about 60% of the photo's shorter side
+        photo = scan_photo(photo, rng, face_px=0.6 * min(photo.shape[:2]))
+    elif kind == "cut":
+        photo = cut_photo(photo, rng)
+    else:
+        raise ValueError(f"unknown degradation {kind!r}")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(photo)).save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
