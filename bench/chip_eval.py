@@ -20,7 +20,7 @@ augmentation's own code (`ml.training.augment.RandomDegrade`): `blur` a Gaussian
 `small` the chip shrunk to 24 px and enlarged back (a face of about 22 px in the photo), `jpeg`
 re-encoded at quality 20, `grey` black and white. `--gender-calibration` adds, over both datasets, how
 often a face shown 50–60%, 60–70%, … sure of its gender is right, and the expected calibration error. End
-to end figures (detection included) come from `python -m ml evaluate`. Not a test. """
+to end figures (detection included) come from `python -m ml evaluate`. Not a test."""
 
 from __future__ import annotations
 
