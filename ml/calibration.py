@@ -52,10 +52,7 @@ def chip_sharpness(chips: np.ndarray) -> np.ndarray:
     """How much fine detail each chip (N, S, S, 3) holds: the energy of its Laplacian with the chip halved
     over that with it quartered, on the central three quarters of the chip (the face, not the border the
     alignment may pad). A ratio, so that a face's own contrast and texture largely cancel out; halving
-    first keeps the 8-bit rounding's noise out of it. On 500 All-Age-Faces face chips (medians): 0.45 as
-    they are, 0.33 / 0.24 / 0.17 / 0.12 / 0.09 blurred by 0.03 / 0.045 / 0.065 / 0.09 / 0.13 of the eye
-    distance (`ml.alignment.as_if_blurred`; 0.065 is 1.5 px in the 64-px face chip); falling all the
-    way, where the full-resolution ratio stops falling at about 0.09 (rounding noise)."""
+    first keeps the 8-bit rounding's noise out of it (how it falls with blur: ml/MODEL_CARD.md)."""
 
     def laplacian(grey):
         return (
