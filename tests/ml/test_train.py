@@ -18,7 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-@pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory, astronaut) -> Path:
     """24 real portraits (the astronaut, varied in framing and light) with made-up labels."""
     folder = tmp_path_factory.mktemp("tiny") / "tinyset"

@@ -12,7 +12,6 @@ from PIL import Image, ImageEnhance
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
 def _portraits(folder: Path, astronaut, faces) -> Path:
     """A labelled folder of the astronaut's portrait, one photo `face<i>.jpg` per (brightness, size or
     None, age, gender)."""

@@ -13,7 +13,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
 def test_pretrained_parts_can_learn_more_slowly():
     """`--polish-pretrained-lr-scale`: the optimizer's steps for the given variables shrink by that factor."""
     import keras
