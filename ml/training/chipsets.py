@@ -15,6 +15,8 @@ from ml.training.data import Sample, split
 
 @dataclass
 class ChipSet:
+    """Faces as the model reads them, with their labels: row i of every array is face i."""
+
     chips: np.ndarray  # (N, S, S, 3) uint8
     ages: np.ndarray  # (N,) float32
     males: np.ndarray  # (N,) float32, 1 = male

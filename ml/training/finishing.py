@@ -16,16 +16,10 @@ from ml.training.config import DEFAULT_DATA, TrainConfig
 
 #: Clean training faces used to re-estimate batch-norm statistics after fitting.
 RECALIBRATION_FACES = 8192
-
-
 #: Training faces on which the gender expert's weight is fitted when no calibration faces are held out.
 EXPERT_FIT_FACES = 4096
-
-
 #: Training faces the range's widenings for small and blurred faces are fitted on (`fit_range_widenings`).
 SMALL_FACE_FIT_FACES = 2048
-
-
 #: Blend weights tried for the gender expert (0 = our head alone, 1 = the expert alone).
 EXPERT_WEIGHTS = tuple(round(0.05 * i, 2) for i in range(21))
 
