@@ -5,19 +5,19 @@
         [--groups] [--cydral]
 
 For each model folder, the validation split's chips (the same cache `python -m ml train` reads, built on
-first use) go through `ml.train.predict_chips` (the served test-time views, gender expert included) and
-`ml.calibration.evaluate_chips` with the model's own range width; one line per model and dataset: age
-MAE, CS@5, gender accuracy (and how many faces that is), range coverage. These are the figures each run's
-`metrics.json` holds, but measured again on today's chips, so that models trained on older caches compare
-fairly. Since chip pipeline v5 the cached chips are the ones the service cuts, so these figures come
-within about 0.1 year and a face or two of the end-to-end ones. `--ensemble` adds the average of all
-the models' outputs (age distributions and P(male); its range width is the members' mean), what a
-student distilled from them (`--teacher`) could at best reach. `--gender-by-bucket` adds, per dataset
-and age bucket, the labels' share of men, the share the model calls men, and its errors each way.
+first use) go through `ml.training.chipsets.predict_chips` (the served test-time views, gender expert
+included) and `ml.training.calibration.evaluate_chips` with the model's own range width; one line per
+model and dataset: age MAE, CS@5, gender accuracy (and how many faces that is), range coverage. These are
+the figures each run's `metrics.json` holds, but measured again on today's chips, so that models trained
+on older caches compare fairly. Since chip pipeline v5 the cached chips are the ones the service cuts, so
+these figures come within about 0.1 year and a face or two of the end-to-end ones. `--ensemble` adds the
+average of all the models' outputs (age distributions and P(male); its range width is the members' mean),
+what a student distilled from them (`--teacher`) could at best reach. `--gender-by-bucket` adds, per
+dataset and age bucket, the labels' share of men, the share the model calls men, and its errors each way.
 Each face's range is widened as served for how blurred its chip is (`interval.blurred_faces`; the
-widening for faces small in the photo needs the photo, so only end-to-end figures show it).
-`--degrade` spoils every validation chip first, the way real uploads spoil faces, with PIL rather than
-the training augmentation's own code (`ml.model.RandomDegrade`): `blur` a Gaussian of radius 1.5 px,
+widening for faces small in the photo needs the photo, so only end-to-end figures show it). `--degrade`
+spoils every validation chip first, the way real uploads spoil faces, with PIL rather than the training
+augmentation's own code (`ml.training.augment.RandomDegrade`): `blur` a Gaussian of radius 1.5 px,
 `small` the chip shrunk to 24 px and enlarged back (a face of about 22 px in the photo), `jpeg`
 re-encoded at quality 20, `grey` black and white, `scan` as a scanned old print and `cut` cut by the
 photo's edge (`ml.training.scans`). `--groups` adds, per dataset and age group of the scanned-photo
@@ -67,8 +67,8 @@ def gender_calibration(label: str, outputs: dict, val_set) -> None:
 def report(label: str, outputs: dict, val_set, scale: float, buckets: np.ndarray | None) -> None:
     """One line per dataset; with `buckets` (each validation face's age bucket), men's share and the
     errors each way per bucket too."""
-    from ml.calibration import evaluate_chips
-    from ml.data import AGE_BUCKETS
+    from ml.training.calibration import evaluate_chips
+    from ml.training.data import AGE_BUCKETS
 
     metrics = evaluate_chips(outputs, val_set, scale)
     called_male = outputs["gender"].reshape(-1) >= 0.5
@@ -97,7 +97,7 @@ def report(label: str, outputs: dict, val_set, scale: float, buckets: np.ndarray
 def group_report(label: str, outputs: dict, val_set) -> None:
     """Per dataset and age group: faces, age MAE, mean signed error (+ reads too old), gender right."""
     from ml.calibration import expected_age
-    from ml.evaluate import AGE_GROUPS
+    from ml.training.evaluate import AGE_GROUPS
 
     age = expected_age(outputs["age"])
     error = age - val_set.ages
@@ -117,8 +117,8 @@ def group_report(label: str, outputs: dict, val_set) -> None:
 def cydral_outputs(inputs: dict) -> dict:
     """The untouched Cydral age and gender networks on the face chips: outputs shaped as our model's
     (an age distribution over 0..100 years, P(male))."""
-    from ml.cydral import AGE_CLASS_YEARS
-    from ml.train import _ported
+    from ml.training.cydral import AGE_CLASS_YEARS
+    from ml.training.stages import ported_network
 
     def softmax(z):
         z = z - z.max(axis=1, keepdims=True)
@@ -126,10 +126,12 @@ def cydral_outputs(inputs: dict) -> dict:
         return e / e.sum(axis=1, keepdims=True)
 
     face = inputs["face"].astype(np.float32)
-    age_logits = np.asarray(_ported("age", "cydral_age").predict(face, batch_size=256, verbose=0)["logits"])
+    age_logits = np.asarray(
+        ported_network("age", "cydral_age").predict(face, batch_size=256, verbose=0)["logits"]
+    )
     pooled = face.reshape(len(face), 32, 2, 32, 2, 3).mean(axis=(2, 4))
     gender = np.asarray(
-        _ported("gender", "cydral_gender").predict(pooled, batch_size=256, verbose=0)["logits"]
+        ported_network("gender", "cydral_gender").predict(pooled, batch_size=256, verbose=0)["logits"]
     )
     classes = softmax(age_logits)
     ages = np.zeros((len(face), 101), np.float32)  # class k's probability on its whole year (0.25 → 0)
@@ -194,8 +196,9 @@ def main() -> None:
     import ml.model  # noqa: F401  (registers the custom layers)
     from ml.artifact import read_manifest
     from ml.calibration import range_widening
-    from ml.data import age_bucket
-    from ml.train import TrainConfig, load_chips, predict_chips, split_chips
+    from ml.training.chipsets import load_chips, predict_chips, split_chips
+    from ml.training.config import TrainConfig
+    from ml.training.data import age_bucket
 
     config = TrainConfig(cache_dir=args.cache_dir)
     _, val_set = split_chips(load_chips(config.data, config.input_size, config.cache_dir, faces=True))

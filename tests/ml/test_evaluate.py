@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from ml.data import DATASETS_DIR, Sample, age_bucket, read_labels, split
-from ml.evaluate import (
+from ml.training.data import DATASETS_DIR, Sample, age_bucket, read_labels, split
+from ml.training.evaluate import (
     Record,
     age_mae,
     cs_at,

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ml.data import AGE_BUCKETS, DATASETS_DIR, Sample, age_bucket, read_labels, split
 from ml.errors import ImageError
 from ml.faces import Face
+from ml.training.data import AGE_BUCKETS, DATASETS_DIR, Sample, age_bucket, read_labels, split
 
 #: |predicted - true| at or below this many years counts as a hit for CS@5.
 CS_YEARS = 5
@@ -407,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
         predictors["ours"] = Predictor.load(model_dir=args.model_dir)
         load_seconds["ours"] = time.perf_counter() - start
     if args.peer or args.peer_only:
-        from ml.peer import PeerPredictor
+        from ml.training.peer import PeerPredictor
 
         start = time.perf_counter()
         predictors["peer"] = PeerPredictor.load()
