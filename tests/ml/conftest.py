@@ -37,5 +37,5 @@ def to_jpeg(array: np.ndarray, **kwargs) -> bytes:
 @pytest.fixture(scope="session")
 def datasets_dir() -> Path:
     if not (DATASETS_DIR / "utkface" / "labels.csv").is_file():
-        pytest.skip(f"the labelled datasets are not at {DATASETS_DIR} (set AGEGENDER_DATASETS)")
+        pytest.skip(f"needs the labelled datasets, expected at {DATASETS_DIR} (or set AGEGENDER_DATASETS)")
     return DATASETS_DIR

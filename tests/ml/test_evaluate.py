@@ -148,7 +148,10 @@ def test_missing_labels_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     assert "labels.csv" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (DATASETS_DIR / "aaf-train").is_dir(), reason=f"{DATASETS_DIR}/aaf-train is absent")
+@pytest.mark.skipif(
+    not (DATASETS_DIR / "aaf-train").is_dir(),
+    reason=f"needs {DATASETS_DIR / 'aaf-train'} (or set AGEGENDER_DATASETS)",
+)
 def test_shared_datasets_default_to_their_validation_split() -> None:
     folder = DATASETS_DIR / "aaf-train"
     samples, splits = select_samples([folder], None)
