@@ -57,6 +57,8 @@ def _actions(value: object) -> list[str]:
     analyses this server makes (DeepFace's default also names emotion and race)."""
     if value is None:
         return list(SUPPORTED_ACTIONS)
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        value = value[0]  # a form field once: "age", or '["age", "gender"]' as DeepFace clients send it
     if isinstance(value, str):
         value = [part for part in re.sub(r"[\[\]()\"' ]", "", value).split(",") if part]
     if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value) or not value:
@@ -71,11 +73,15 @@ def _actions(value: object) -> list[str]:
     return actions
 
 
-def _flag(value: object, default: bool) -> bool:
-    """DeepFace's booleans: JSON true/false, or in a form the string "true"."""
+def _flag(name: str, value: object, default: bool) -> bool:
+    """DeepFace's booleans: JSON true/false, or in a form the strings "true" and "false"."""
     if value is None:
         return default
-    return value if isinstance(value, bool) else str(value).lower() == "true"
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() not in ("true", "false"):
+        raise AnalyzeError(f"{name} must be true or false.")
+    return str(value).lower() == "true"
 
 
 def _decoded(text: str) -> bytes:
@@ -182,30 +188,60 @@ _JsonRequest = inline_serializer(
         "img": serializers.CharField(help_text="The image, base64 (a data: URI prefix is allowed)."),
         "img_path": serializers.CharField(required=False, help_text="Older name of img."),
         "actions": serializers.ListField(
-            child=serializers.ChoiceField(SUPPORTED_ACTIONS + UNSUPPORTED_ACTIONS), required=False
+            child=serializers.ChoiceField(SUPPORTED_ACTIONS),
+            min_length=1,
+            required=False,
+            help_text="What to estimate (DeepFace's emotion and race are refused, by name).",
         ),
-        "enforce_detection": serializers.BooleanField(required=False, default=True),
+        "enforce_detection": serializers.BooleanField(
+            required=False, default=True, help_text="false: a photo without a face is read whole, as one."
+        ),
     },
 )
 _MultipartRequest = inline_serializer(
     "AnalyzeUpload",
     {
         "img": serializers.FileField(),
-        "actions": serializers.CharField(required=False, help_text='e.g. ["age", "gender"]'),
-        "enforce_detection": serializers.CharField(required=False, help_text='"true" or "false"'),
+        "actions": serializers.ListField(
+            child=serializers.ChoiceField(SUPPORTED_ACTIONS),
+            min_length=1,
+            required=False,
+            help_text='The field repeated, or once as DeepFace clients send it: ["age", "gender"].',
+        ),
+        "enforce_detection": serializers.ChoiceField(["true", "false"], required=False),
     },
 )
 _Error = inline_serializer("AnalyzeFailure", {"error": serializers.CharField()})
+_Refused = inline_serializer("AnalyzeRefused", {"detail": serializers.CharField()})
 
 
 class AnalyzeView(APIView):
     permission_classes = [IsAuthenticated]
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
+    def handle_exception(self, exc: Exception) -> Response:
+        """A body that cannot be read is answered as DeepFace answers a bad request: `{"error": ...}`."""
+        response = super().handle_exception(exc)
+        if (
+            response.status_code in (400, 415)
+            and isinstance(response.data, dict)
+            and "detail" in response.data
+        ):
+            response.data = {"error": str(response.data["detail"])}
+        return response
+
     @extend_schema(
         operation_id="analyze",
         request={"application/json": _JsonRequest, "multipart/form-data": _MultipartRequest},
-        responses={200: _Answer, 400: _Error, 401: _Error, 413: _Error, 429: _Error, 503: _Error},
+        responses={
+            200: _Answer,
+            400: _Error,
+            401: _Refused,
+            413: _Error,
+            415: _Error,
+            429: _Refused,
+            503: _Error,
+        },
         description="DeepFace-compatible age and gender analysis; waits for the result.",
     )
     def post(self, request: Request) -> Response:
@@ -214,8 +250,8 @@ class AnalyzeView(APIView):
         try:
             upload = image_from_request(request)
             data = request.data if hasattr(request.data, "get") else {}
-            _actions(data.get("actions"))
-            enforce_detection = _flag(data.get("enforce_detection"), True)
+            _actions(data.getlist("actions") or None if hasattr(data, "getlist") else data.get("actions"))
+            enforce_detection = _flag("enforce_detection", data.get("enforce_detection"), True)
             checked = check_image_upload(upload)
         except (AnalyzeError, UploadRejected) as exc:
             return Response({"error": str(exc)}, status=400)

@@ -7,11 +7,11 @@ from rest_framework.routers import SimpleRouter
 
 from predictions.api import account
 from predictions.api.analyze import AnalyzeView
-from predictions.api.views import PredictionViewSet
+from predictions.api.views import PredictionViewSet, not_found
 
 app_name = "api"
 
-router = SimpleRouter()
+router = SimpleRouter(use_regex_path=False)  # path converters: the `uuid` lookup
 router.register("predictions", PredictionViewSet, basename="prediction")
 
 urlpatterns = [
@@ -20,6 +20,7 @@ urlpatterns = [
     # The split view serves Swagger UI's start-up script as a file: the pages' CSP allows no inline script.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     path("analyze", AnalyzeView.as_view(), name="analyze"),
+    path("api/<path:rest>", not_found),
     path("accounts/tokens/", account.tokens, name="tokens"),
     path("accounts/tokens/<int:token_id>/revoke/", account.revoke, name="token_revoke"),
 ]

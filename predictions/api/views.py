@@ -3,14 +3,16 @@ The same checks, limits, allowance and services as the site's upload form."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import Http404
 from django.utils.datastructures import MultiValueDict
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.exceptions import ParseError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import MultiPartParser
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -28,6 +30,21 @@ class PredictionPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 100
 
+    def get_page_size(self, request: Request) -> int:
+        """As DRF's, but a `page_size` that is not a whole number from 1 is refused, not ignored."""
+        value = request.query_params.get(self.page_size_query_param)
+        if value is not None and not (value.isdigit() and 1 <= int(value) <= self.max_page_size):
+            raise ParseError(f"page_size must be a whole number from 1 to {self.max_page_size}.")
+        return super().get_page_size(request)
+
+    def get_schema_operation_parameters(self, view: object) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["maximum"] = self.max_page_size
+        return parameters
+
 
 _Refusal = inline_serializer("Refusal", {"name": serializers.CharField(), "error": serializers.CharField()})
 _UploadAnswer = inline_serializer(
@@ -37,13 +54,23 @@ _UploadAnswer = inline_serializer(
 _UploadRefused = inline_serializer(
     "UploadRefused",
     {
-        "errors": serializers.ListField(child=serializers.CharField()),
-        "refused": _Refusal.__class__(many=True),
+        "errors": serializers.ListField(
+            child=serializers.CharField(), required=False, help_text="The batch's."
+        ),
+        "refused": _Refusal.__class__(many=True, required=False, help_text="Each file's."),
+        "detail": serializers.CharField(required=False, help_text="A request that could not be read."),
     },
 )
 _Upload = inline_serializer(
     "Upload",
-    {"image": serializers.ListField(child=serializers.FileField(), help_text="One or more photos.")},
+    {
+        "image": serializers.ListField(
+            child=serializers.FileField(),
+            min_length=1,
+            max_length=settings.AGEGENDER_MAX_FILES_PER_UPLOAD,
+            help_text="One or more photos (the field repeated).",
+        )
+    },
 )
 _Error = inline_serializer("Error", {"detail": serializers.CharField()})
 
@@ -52,7 +79,7 @@ _STATUS_FILTER = OpenApiParameter(
 )
 _WAIT = OpenApiParameter(
     "wait",
-    OpenApiTypes.NUMBER,
+    {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
     description=f"Seconds (at most {MAX_WAIT_SECONDS}) to wait for the job to end before answering.",
 )
 
@@ -74,7 +101,7 @@ class PredictionViewSet(
         if wanted is None:
             return predictions
         if wanted not in Prediction.Status.values:
-            raise serializers.ValidationError({"status": f"One of {', '.join(Prediction.Status.values)}."})
+            raise ParseError(f"status must be one of {', '.join(Prediction.Status.values)}.")
         return predictions.filter(status=wanted)
 
     def get_object(self) -> Prediction:
@@ -144,11 +171,20 @@ class PredictionViewSet(
         return Response(data, status=status.HTTP_202_ACCEPTED, headers=headers)
 
 
+@extend_schema(exclude=True)
+@api_view(["GET", "POST", "PUT", "PATCH", "DELETE"])
+@permission_classes([AllowAny])
+@authentication_classes([])
+def not_found(request: Request, rest: str = "") -> Response:
+    """Any other path under /api/: a JSON 404, as programs expect from an API (not the site's page)."""
+    return Response({"detail": "No such API endpoint."}, status=404)
+
+
 def _wait_seconds(value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
-        raise serializers.ValidationError({"wait": "A number of seconds."}) from None
+        seconds = -1.0
     if not 0 <= seconds <= MAX_WAIT_SECONDS:  # also refuses nan and inf
-        raise serializers.ValidationError({"wait": f"Between 0 and {MAX_WAIT_SECONDS} seconds."})
+        raise ParseError(f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS}.")
     return seconds
