@@ -29,4 +29,6 @@ def charge_allowance(request: Request, photos: int) -> None:
     """Count `photos` against the allowance, or raise `Throttled` (nothing counted, nothing stored)."""
     refusal = ratelimit.refuse_upload(request._request, photos, who=allowance_holder(request))
     if refusal:
+        if allowance_holder(request):
+            refusal = refusal.replace("from your address", "with this token")
         raise Throttled(wait=seconds_until_allowance_renews(), detail=refusal)

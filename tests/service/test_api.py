@@ -184,7 +184,7 @@ def test_each_token_has_its_own_hourly_allowance_answered_429_with_retry_after(
 
     assert refused.status_code == 429
     assert 1 <= int(refused["Retry-After"]) <= 3600
-    assert refused.json()["detail"].startswith("Too many photos")
+    assert refused.json()["detail"].startswith("Too many photos with this token: at most 2 an hour")
     assert Prediction.objects.count() == 2
     assert send(client, second, photo("3.jpg", astronaut_jpeg)).status_code == 202
 
@@ -246,3 +246,13 @@ def test_status_endpoint_and_export_use_the_api_serializer(client, jobs_go_nowhe
     exported = client.get("/history/export.json").json()["predictions"][0]
     assert set(status) == set(PredictionSerializer.Meta.fields)
     assert set(exported) == set(PredictionSerializer.Meta.fields) - {"waiting_ahead"}
+
+
+def test_staff_see_and_revoke_tokens_in_the_admin_but_cannot_make_keys(admin_client):
+    user, key = user_with_token("ada")
+    token = ApiToken.objects.get(user=user)
+    page = admin_client.get("/admin/api/apitoken/").content.decode()
+    assert token.prefix in page and key not in page
+    assert admin_client.get("/admin/api/apitoken/add/").status_code == 403
+    admin_client.post(f"/admin/api/apitoken/{token.pk}/delete/", {"post": "yes"})
+    assert Client().get(API, headers=auth(key)).status_code == 401
