@@ -185,8 +185,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
-# The longest `POST /analyze` waits for its photo's job before answering 503 (the job goes on).
-AGEGENDER_ANALYZE_WAIT_SECONDS = env_int("AGEGENDER_ANALYZE_WAIT_SECONDS", 30)
+# The longest `POST /analyze` waits for its photo's job before answering 503 (the job goes on); as
+# `?wait=` on the API, at most 30 s, so that a waiting request never holds a web thread for long.
+AGEGENDER_ANALYZE_WAIT_SECONDS = 30
 
 # --- Celery: Redis broker, JSON only, one job at a time per worker process ----------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")

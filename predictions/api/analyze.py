@@ -255,7 +255,7 @@ class AnalyzeView(APIView):
             checked = check_image_upload(upload)
         except (AnalyzeError, UploadRejected) as exc:
             return Response({"error": str(exc)}, status=400)
-        charge_allowance(request, 1)
+        charge_allowance(request, 1, checked.width * checked.height)
         with transaction.atomic():  # the job is sent once this commits, with as_one_face already set
             prediction = services.prediction_create(
                 upload=upload, checked=checked, owner=request.user, session_key=""

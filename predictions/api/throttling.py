@@ -1,5 +1,6 @@
-"""The hourly allowance of photos (`AGEGENDER_UPLOADS_PER_HOUR`), counted per token for the API: the
-site's own counter (`predictions.ratelimit`), answered as DRF's 429 with `Retry-After`."""
+"""The hourly allowance (`AGEGENDER_UPLOADS_PER_HOUR`), counted per token for the API by the site's own
+counter (`predictions.ratelimit`) and answered as DRF's 429 with `Retry-After`. Only accepted photos are
+counted, as on the site."""
 
 from __future__ import annotations
 
@@ -20,15 +21,19 @@ def allowance_holder(request: Request) -> str:
     return ""
 
 
-def seconds_until_allowance_renews() -> int:
-    window = getattr(ratelimit, "WINDOW_SECONDS", 3600)
-    return max(1, math.ceil(window - time.time() % window))
-
-
-def charge_allowance(request: Request, photos: int) -> None:
-    """Count `photos` against the allowance, or raise `Throttled` (nothing counted, nothing stored)."""
-    refusal = ratelimit.refuse_upload(request._request, photos, who=allowance_holder(request))
+def charge_allowance(request: Request, photos: int, pixels: int = 0) -> None:
+    """Count `photos` (of `pixels` in all) against the allowance, or raise `Throttled` (nothing counted;
+    the caller then stores nothing)."""
+    holder = allowance_holder(request) or ratelimit.client_address(request._request)
+    take = getattr(ratelimit, "take", None)
+    if take is not None:  # the counter of photos and megapixels, checked and counted at once
+        outcome = take(holder, photos, pixels)
+        refusal, wait = getattr(outcome, "message", ""), getattr(outcome, "retry_after", 0)
+    else:  # the counter of photos only (before `take`)
+        refusal = ratelimit.refuse_upload(request._request, photos, who=holder)
+        window = ratelimit.WINDOW_SECONDS
+        wait = math.ceil(window - time.time() % window)
     if refusal:
         if allowance_holder(request):
             refusal = refusal.replace("from your address", "with this token")
-        raise Throttled(wait=seconds_until_allowance_renews(), detail=refusal)
+        raise Throttled(wait=max(1, wait), detail=refusal)

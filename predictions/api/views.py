@@ -152,20 +152,19 @@ class PredictionViewSet(
         form = UploadForm(files=MultiValueDict({"images": request.FILES.getlist("image")}))
         if not form.is_valid():
             return Response({"errors": form.errors.get("images", []), "refused": []}, status=400)
-        files = form.cleaned_data["images"]
-        charge_allowance(request, len(files))
-        accepted, refused = [], []
-        for upload in files:
+        good, refused = [], []
+        for upload in form.cleaned_data["images"]:
             try:
-                checked = check_image_upload(upload)
+                good.append((upload, check_image_upload(upload)))
             except UploadRejected as exc:
                 refused.append({"name": upload.name or "?", "error": str(exc)})
-                continue
-            accepted.append(
-                services.prediction_create(upload=upload, checked=checked, owner=request.user, session_key="")
-            )
-        if not accepted:
+        if not good:
             return Response({"errors": [], "refused": refused}, status=400)
+        charge_allowance(request, len(good), sum(checked.width * checked.height for _, checked in good))
+        accepted = [
+            services.prediction_create(upload=upload, checked=checked, owner=request.user, session_key="")
+            for upload, checked in good
+        ]
         data = {"predictions": self.get_serializer(accepted, many=True).data, "refused": refused}
         headers = {"Location": data["predictions"][0]["url"]} if len(accepted) == 1 else {}
         return Response(data, status=status.HTTP_202_ACCEPTED, headers=headers)
