@@ -33,16 +33,15 @@ def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
 
 
-def refuse_upload(request: HttpRequest, photos: int, *, who: str = "") -> str:
+def refuse_upload(request: HttpRequest, photos: int) -> str:
     """Count `photos` against the client's allowance for this hour; "" when allowed, else why not (the
-    photos of a refused batch are not counted). `who`: whose allowance, when not the address's (the
-    API counts per token)."""
+    photos of a refused batch are not counted)."""
     limit = settings.AGEGENDER_UPLOADS_PER_HOUR
     if limit <= 0 or photos <= 0:
         return ""
     now = time.time()
     window = int(now // WINDOW_SECONDS)
-    key = f"agegender:uploads:{settings.AGEGENDER_QUEUE}:{who or client_address(request)}:{window}"
+    key = f"agegender:uploads:{settings.AGEGENDER_QUEUE}:{client_address(request)}:{window}"
     try:
         client = _client(settings.REDIS_URL)
         used = int(client.get(key) or 0)

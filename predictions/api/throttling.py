@@ -21,6 +21,15 @@ def allowance_holder(request: Request) -> str:
     return ""
 
 
+class _AddressOnly:
+    """A request whose address is `holder`, for a counter that keys by address only."""
+
+    headers: dict[str, str] = {}
+
+    def __init__(self, holder: str) -> None:
+        self.META = {"REMOTE_ADDR": holder}
+
+
 def charge_allowance(request: Request, photos: int, pixels: int = 0) -> None:
     """Count `photos` (of `pixels` in all) against the allowance, or raise `Throttled` (nothing counted;
     the caller then stores nothing)."""
@@ -29,8 +38,8 @@ def charge_allowance(request: Request, photos: int, pixels: int = 0) -> None:
     if take is not None:  # the counter of photos and megapixels, checked and counted at once
         outcome = take(holder, photos, pixels)
         refusal, wait = getattr(outcome, "message", ""), getattr(outcome, "retry_after", 0)
-    else:  # the counter of photos only (before `take`)
-        refusal = ratelimit.refuse_upload(request._request, photos, who=holder)
+    else:  # the counter of photos only, of a request's address (before `take`): given the holder as one
+        refusal = ratelimit.refuse_upload(_AddressOnly(holder), photos)
         window = ratelimit.WINDOW_SECONDS
         wait = math.ceil(window - time.time() % window)
     if refusal:
