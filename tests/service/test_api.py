@@ -190,9 +190,9 @@ def test_each_token_has_its_own_hourly_allowance_answered_429_with_retry_after(
 
 
 def test_session_authentication_works_and_checks_csrf(jobs_go_nowhere, astronaut_jpeg):
-    get_user_model().objects.create_user("ada", password="a-long-password-1")
+    user = get_user_model().objects.create_user("ada", password="a-long-password-1")
     browser = Client(enforce_csrf_checks=True)
-    browser.login(username="ada", password="a-long-password-1")
+    browser.force_login(user)
     assert browser.get(API).status_code == 200
     refused = browser.post(API, {"image": [photo("a.jpg", astronaut_jpeg)]})
     assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
@@ -203,9 +203,9 @@ def test_session_authentication_works_and_checks_csrf(jobs_go_nowhere, astronaut
 
 
 def test_the_account_page_creates_shows_once_and_revokes_tokens(client):
-    get_user_model().objects.create_user("ada", password="a-long-password-1")
+    user = get_user_model().objects.create_user("ada", password="a-long-password-1")
     assert client.get("/accounts/tokens/").status_code == 302  # to the login page
-    client.login(username="ada", password="a-long-password-1")
+    client.force_login(user)
     assert 'href="/accounts/tokens/"' in client.get("/").content.decode()  # in the nav
 
     created = client.post("/accounts/tokens/", {"name": "laptop"})
