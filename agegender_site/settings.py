@@ -173,6 +173,38 @@ FILE_UPLOAD_HANDLERS = [
     "predictions.upload_handlers.TemporaryFileHandler",
 ]
 
+# --- The API (Django REST framework; docs/api.md) --------------------------------------------------
+INSTALLED_APPS += [
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN)
+    "predictions.api",
+]
+REST_FRAMEWORK = {
+    # A token first, so that a request without credentials is answered 401 with WWW-Authenticate.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "predictions.api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",  # the site's own pages (CSRF checked)
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Age & gender estimator API",
+    "DESCRIPTION": "Send photos; get every face's box, age (with a likely range) and gender (docs/api.md).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# The longest `POST /analyze` waits for its photo's job before answering 503 (the job goes on); as
+# `?wait=` on the API, at most 30 s, so that a waiting request never holds a web thread for long.
+AGEGENDER_ANALYZE_WAIT_SECONDS = 30
+
 # --- Celery: Redis broker, JSON only, one job at a time per worker process ----------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)

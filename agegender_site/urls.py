@@ -17,5 +17,6 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/delete/", views.account_delete, name="account_delete"),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("predictions.api.urls")),
     path("", include("predictions.urls")),
 ]

@@ -36,6 +36,7 @@ from predictions.forms import AccountDeleteForm, UploadForm
 from predictions.health import service_health
 from predictions.models import Prediction
 from predictions.ratelimit import refuse_upload, seconds_to_next_hour
+from predictions.serializers import prediction_data
 from predictions.signals import VISITOR_KEY
 from predictions.upload_handlers import unreadable_upload_reason
 from predictions.uploads import allowed_extensions_text, check_image_upload, check_uploads
@@ -78,27 +79,9 @@ def _get_prediction_or_404(
 
 
 def status_payload(prediction: Prediction, *, with_queue: bool = True) -> dict:
-    """The JSON status shape; face fields are named as in `ml.Face.to_dict()`. `with_queue`: how many
-    photos are ahead of a waiting one (a query; of the moment, so not in an export)."""
-    faces = [face.to_dict() for face in prediction.faces.all()] if prediction.status == "done" else []
-    return {
-        "id": str(prediction.id),
-        "status": prediction.status,
-        "status_display": prediction.get_status_display(),
-        "error": prediction.error,
-        "finished": prediction.is_finished,
-        "model_version": prediction.model_version,
-        "image_width": prediction.image_width,
-        "image_height": prediction.image_height,
-        "face_count": len(faces),
-        "as_one_face": prediction.as_one_face,
-        "retryable": prediction.can_try_again,
-        **({"waiting_ahead": selectors.prediction_waiting_ahead(prediction)} if with_queue else {}),
-        "faces": faces,
-        "created_at": prediction.created_at.isoformat(),
-        "started_at": prediction.started_at.isoformat() if prediction.started_at else None,
-        "finished_at": prediction.finished_at.isoformat() if prediction.finished_at else None,
-    }
+    """The JSON status shape (`predictions.serializers`, shared with the API and the export). `with_queue`:
+    how many photos are ahead of a waiting one (a query; of the moment, so not in an export)."""
+    return prediction_data(prediction, with_queue=with_queue)
 
 
 @require_http_methods(["GET", "POST"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.data import DATASETS_DIR
+from ml.training.data import DATASETS_DIR
 
 
 @pytest.fixture(scope="session")

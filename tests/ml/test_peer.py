@@ -10,8 +10,8 @@ from PIL import Image
 from skimage import data
 
 from ml import Face, ImageError
-from ml.data import DATASETS_DIR, read_labels
-from ml.peer import PeerPredictor, distribution_interval
+from ml.training.data import DATASETS_DIR, read_labels
+from ml.training.peer import PeerPredictor, distribution_interval
 
 AGES = np.array([0.25, *range(1, 81)])
 
