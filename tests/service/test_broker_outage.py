@@ -1,5 +1,6 @@
 """Redis down when a photo is uploaded: the upload still succeeds, nothing is lost, and the job is sent
-once the broker answers again (the page's polling, a worker starting, or `manage.py send_unsent`)."""
+once the broker answers again by the outbox (beat every minute, a worker starting, or `manage.py
+send_unsent`); a page's polls only read."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.utils import timezone
 
-from predictions import services
+from predictions import outbox, services
 from predictions.models import Prediction
 from predictions.uploads import check_image_upload
 from tests.conftest import stored_files, wait_until_finished
@@ -38,7 +39,11 @@ def test_an_upload_while_redis_is_down_is_kept_and_read_once_it_is_back(
     _age(prediction, created_at=timedelta(seconds=30))
     assert client.get(f"/p/{prediction.id}/status/").json()["status"] == "queued"  # still away: waits
 
-    broker_away()  # Redis is back; the page's next poll sends the job, and the worker reads the photo
+    broker_away()  # Redis is back; polls read only, and the outbox's next run (beat) sends the job
+    assert client.get(f"/p/{prediction.id}/status/").json()["status"] == "queued"
+    prediction.refresh_from_db()
+    assert prediction.enqueued_at is None
+    assert outbox.send_unsent() == 1
     payload = wait_until_finished(client, prediction.id)
 
     assert payload["status"] == "done" and payload["face_count"] == 1
@@ -49,11 +54,11 @@ def test_an_upload_while_redis_is_down_is_kept_and_read_once_it_is_back(
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
-def test_while_redis_is_away_an_upload_and_the_polls_pay_for_one_attempt_not_one_each(
+def test_while_redis_is_away_an_upload_pays_for_one_attempt_and_the_polls_for_none(
     client, celery_worker, broker_away, settings, monkeypatch, astronaut_jpeg
 ):
     """Reaching for a broker that is away takes time; after one failure the web leaves it alone for
-    `AGEGENDER_BROKER_RETRY_PAUSE` seconds, then tries again and sends what waited."""
+    `AGEGENDER_BROKER_RETRY_PAUSE` seconds, and polls never reach for it; the outbox sends what waited."""
     from celery import current_app
 
     settings.AGEGENDER_BROKER_RETRY_PAUSE = 1
@@ -74,10 +79,11 @@ def test_while_redis_is_away_an_upload_and_the_polls_pay_for_one_attempt_not_one
     for prediction in predictions:
         _age(prediction, created_at=timedelta(seconds=30))
         assert client.get(f"/p/{prediction.id}/status/").json()["status"] == "queued"
-    assert len(attempts) == 1  # nor did the polls, within the pause
+    assert len(attempts) == 1  # nor did the polls
 
-    broker_away()  # Redis is back; once the pause is over, the next poll sends what waited
+    broker_away()  # Redis is back; once the pause is over, the outbox's next run sends what waited
     time.sleep(1.1)
+    assert len(attempts) == 1 and outbox.send_unsent() == 3
     payloads = [wait_until_finished(client, prediction.id) for prediction in predictions]
 
     assert [payload["status"] for payload in payloads] == ["done"] * 3

@@ -18,15 +18,14 @@ from django.utils import timezone
 
 from predictions import services
 from predictions.models import Prediction
-from tests.conftest import Fault, _point_celery_at, nowhere_broker_url, wait_until_finished
+from tests.conftest import Fault, _point_celery_at, nowhere_broker_url, retry_at_once, wait_until_finished
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 @pytest.fixture
-def quick_retries(settings) -> None:
-    settings.AGEGENDER_TASK_RETRIES = 1
-    settings.AGEGENDER_TASK_RETRY_DELAY = 0
+def quick_retries(monkeypatch, settings) -> None:
+    retry_at_once(monkeypatch, settings, retries=1)
 
 
 def upload(client, astronaut_jpeg: bytes) -> Prediction:
@@ -45,7 +44,7 @@ def test_a_passing_fault_is_retried_by_the_worker_and_the_photo_is_read(
     client, celery_worker, quick_retries, monkeypatch, astronaut_jpeg
 ):
     fault = Fault(times=1)
-    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
+    monkeypatch.setattr("worker.tasks.renditions", fault)
 
     prediction = upload(client, astronaut_jpeg)
     payload = wait_until_finished(client, prediction.id)
@@ -61,7 +60,7 @@ def test_a_lasting_fault_fails_the_photo_and_its_sender_may_try_again(
     client, celery_worker, quick_retries, monkeypatch, astronaut_jpeg, private_media
 ):
     fault = Fault(times=2)  # the first run and its one retry
-    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
+    monkeypatch.setattr("worker.tasks.renditions", fault)
     prediction = upload(client, astronaut_jpeg)
 
     payload = wait_until_finished(client, prediction.id)
@@ -93,12 +92,12 @@ def test_a_retry_the_broker_cannot_take_is_sent_once_it_is_back(
     client, celery_worker, quick_retries, monkeypatch, astronaut_jpeg
 ):
     """Redis goes away just as the job fails: the retry cannot be handed over, and the row says so (queued,
-    unsent), so that the page's polling sends it once Redis is back."""
+    unsent), so that the outbox sends it once Redis is back."""
     from agegender_site.celery import app
 
     good, nowhere = app.conf.broker_url, nowhere_broker_url()
     fault = Fault(times=1, then=lambda: _point_celery_at(nowhere))  # Redis goes as the step fails
-    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
+    monkeypatch.setattr("worker.tasks.renditions", fault)
     refused = threading.Event()  # set once the worker has marked the refused retry unsent
     mark_unsent = services.prediction_retry_not_sent
 
@@ -117,7 +116,8 @@ def test_a_retry_the_broker_cannot_take_is_sent_once_it_is_back(
         _point_celery_at(good)
     Prediction.objects.filter(pk=prediction.pk).update(created_at=timezone.now() - timedelta(seconds=30))
 
-    payload = wait_until_finished(client, prediction.id)  # its polls send the job again
+    assert services.predictions_send_unsent() == 1  # as beat does every minute
+    payload = wait_until_finished(client, prediction.id)
 
     assert payload["status"] == "done" and payload["face_count"] == 1, payload
     assert fault.calls == 2
