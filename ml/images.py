@@ -121,21 +121,26 @@ def decode_photo(source: ImageSource | Photo, *, max_side: int | None = None) ->
             factor = max_side / max(width, height)
             image.draft("RGB", (round(width * factor), round(height * factor)))  # JPEG only; else no-op
         image.load()
-        upright = ImageOps.exif_transpose(image)
+        # In place where we opened it: no second full-size copy of a photo that needs no turn.
+        upright = ImageOps.exif_transpose(image, in_place=image is not source) or image
     except (OSError, SyntaxError, ValueError) as exc:
         message = str(exc)
         if any(sign in message.lower() for sign in ("truncated", "broken", "end of file")):
             raise ImageError("The image file is truncated or damaged.") from None
         raise ImageError(f"The image could not be decoded: {message.strip()}") from None
+    del image
     if orientation in _QUARTER_TURNS:
         width, height = height, width
-    photo = Photo(_to_rgb(upright), width, height, image_format, icc_profile)
-    return _reduced(photo, max_side)
+    if upright.mode in _REDUCIBLE:  # reduced before any conversion, which would copy it at full size
+        upright = _reduced(Photo(upright, width, height), max_side).image
+    return _reduced(Photo(_to_rgb(upright), width, height, image_format, icc_profile), max_side)
 
 
 #: The EXIF orientation tag, and its values that turn the picture a quarter (swapping width and height).
 _ORIENTATION = 0x0112
 _QUARTER_TURNS = (5, 6, 7, 8)
+#: Modes that resize as they are (the others are converted to RGB first).
+_REDUCIBLE = ("RGB", "RGBA", "L", "LA")
 
 
 def _reduced(photo: Photo, max_side: int | None) -> Photo:
