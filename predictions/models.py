@@ -66,10 +66,17 @@ class Prediction(models.Model):
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     #: When its job was last handed to the broker; empty while queued means the broker could not be
-    #: reached then, and the job is sent again (`outbox.send_unsent`).
+    #: reached then, and the job is sent again (`outbox.sweep`).
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    #: The id of the broker message that now carries its job (new at each send but a retry's): a worker
+    #: given another message for this row, one that was sent again since, ignores it, and a worker whose
+    #: job was taken back cannot record its result. Empty for rows from before it existed.
+    job_id = models.UUIDField(null=True, blank=True)
+    #: While processing: until when its worker holds the job; renewed while it works. A job whose lease
+    #: has run out (its worker died) is taken back and sent again (`outbox.sweep`).
+    lease_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

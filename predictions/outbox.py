@@ -1,16 +1,22 @@
-"""The outbox: every prediction job reaches the broker through here. A row is the job; the broker only
-carries it. A job the broker could not take (away when the photo was queued) or has lost (a Redis
-restarted without persistence) is sent again by `send_unsent`, which beat runs every minute and every
-worker runs as it starts; nothing else sends again (a page's GET writes nothing)."""
+"""The outbox: every prediction job reaches the broker through here, and comes back through here when
+the broker or a worker lost it. The row is the job; the broker only carries it.
+
+`sweep` (beat every `AGEGENDER_SWEEP_SECONDS`, and every worker as it starts) takes back the jobs whose
+worker's lease ran out (`Prediction.lease_until`: the worker died) and sends every queued job that
+nobody holds: neither the broker's queue nor a live worker (a Redis restarted without its data, a broker
+away when the photo was queued). Each send carries a new message id (`Prediction.job_id`), so that a
+job sent twice runs once: the worker ignores a message that is not the row's. Nothing else sends again:
+a page's GET writes nothing."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
+import redis
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
@@ -24,14 +30,11 @@ logger = logging.getLogger(__name__)
 #: Until when (`time.monotonic()`) this process leaves the broker alone after failing to reach it.
 _broker_away_until = 0.0
 
-#: A queued row younger than this may still be on its way to the broker (its commit's send running).
-UNSENT_GRACE = timedelta(seconds=10)
 
-
-def send(prediction_id: uuid.UUID | str) -> bool:
-    """Hand the job to the broker by task name (the web never imports the worker) and note when. A broker
-    that cannot be reached is logged, not raised: the photo and its row are kept, queued, and the job is
-    sent by `send_unsent` once the broker is back.
+def send(prediction_id: uuid.UUID | str, job_id: uuid.UUID | str | None = None) -> bool:
+    """Hand the job to the broker by task name (the web never imports the worker), as message `job_id`
+    (the row's), and note when. A broker that cannot be reached is logged, not raised: the photo and its
+    row are kept, queued, and `sweep` sends the job once the broker is back.
 
     Reaching for a broker that is away takes time (0.6 s when the connection is refused, seconds more
     when it times out), so after a failure this process does not try again for
@@ -39,9 +42,14 @@ def send(prediction_id: uuid.UUID | str) -> bool:
     global _broker_away_until
     if time.monotonic() < _broker_away_until:
         return False
+    if job_id is None:
+        job_id = Prediction.objects.filter(pk=prediction_id).values_list("job_id", flat=True).first()
     try:
         current_app.send_task(
-            settings.AGEGENDER_PREDICT_TASK, args=[str(prediction_id)], queue=settings.AGEGENDER_QUEUE
+            settings.AGEGENDER_PREDICT_TASK,
+            args=[str(prediction_id)],
+            queue=settings.AGEGENDER_QUEUE,
+            task_id=str(job_id) if job_id else None,
         )
     except Exception as exc:  # kombu's OperationalError, a timeout, a refused login: whatever the broker says
         _broker_away_until = time.monotonic() + settings.AGEGENDER_BROKER_RETRY_PAUSE
@@ -54,34 +62,94 @@ def send(prediction_id: uuid.UUID | str) -> bool:
     return True
 
 
-def send_on_commit(prediction_id: uuid.UUID) -> None:
-    """Send the job once the row is visible to the worker."""
-    transaction.on_commit(lambda: send(prediction_id))
+def send_on_commit(prediction_id: uuid.UUID, job_id: uuid.UUID) -> None:
+    """Send the job once the row (queued, with this `job_id`) is visible to the worker."""
+    transaction.on_commit(lambda: send(prediction_id, job_id))
 
 
-def _unsent_cutoffs() -> tuple[datetime, datetime]:
-    """A queued job counts as unsent when created before the first time and never handed over, or as
-    lost when handed over before the second."""
-    now = timezone.now()
-    return now - UNSENT_GRACE, now - timedelta(seconds=settings.AGEGENDER_RESEND_AFTER)
+def _held_by_broker() -> set[str] | None:
+    """The message ids of this site's jobs that the broker's queue or a live worker holds now; None when
+    the broker cannot be asked (then nothing is taken as lost). The queue is read first: a message a
+    worker takes meanwhile is then among the workers' (each lists what it runs, has reserved, or waits to
+    retry); a message missed all the same is only sent twice, and runs once."""
+    client = redis.Redis.from_url(current_app.conf.broker_url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        queued = client.lrange(settings.AGEGENDER_QUEUE, 0, -1)
+    except redis.RedisError as exc:
+        logger.warning("Could not read the broker's queue (%s); nothing is sent again now", exc)
+        return None
+    finally:
+        client.close()
+    held = set()
+    for raw in queued:
+        try:
+            held.add(json.loads(raw)["headers"]["id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    inspect = current_app.control.inspect(timeout=0.5)
+    for ask in (inspect.active, inspect.reserved, inspect.scheduled):
+        for tasks in (ask() or {}).values():
+            for task in tasks:
+                request = task.get("request", task)  # `scheduled` wraps each request
+                held.add(request.get("id"))
+    return held
 
 
-def send_unsent(*, prediction_ids: Iterable[uuid.UUID] | None = None, limit: int = 500) -> int:
-    """Send again the jobs of queued predictions the broker never got (it could not be reached when they
-    were queued), and of those queued so long ago (`AGEGENDER_RESEND_AFTER`) that the broker must have
-    lost them. Returns how many were handed over. The job is idempotent, so a job sent twice only costs a
-    second reading of the photo."""
-    created_before, sent_before = _unsent_cutoffs()
-    stale = Prediction.objects.filter(status=Prediction.Status.QUEUED).filter(
-        Q(enqueued_at__isnull=True, created_at__lt=created_before) | Q(enqueued_at__lt=sent_before)
+def take_back_expired() -> int:
+    """Jobs whose worker's lease ran out go back to the queue, under a new message id (the worker, if
+    alive after all, can no longer record a result). How many."""
+    expired = Prediction.objects.filter(status=Prediction.Status.PROCESSING).filter(
+        Q(lease_until__lt=timezone.now())
+        | Q(lease_until__isnull=True, started_at__lt=timezone.now() - _lease())  # rows from before leases
     )
-    if prediction_ids is not None:
-        stale = stale.filter(pk__in=list(prediction_ids))
+    taken = 0
+    for pk, job_id in expired.values_list("pk", "job_id"):
+        taken += Prediction.objects.filter(pk=pk, status=Prediction.Status.PROCESSING, job_id=job_id).update(
+            status=Prediction.Status.QUEUED,
+            job_id=uuid.uuid4(),
+            enqueued_at=None,
+            started_at=None,
+            lease_until=None,
+        )
+    if taken:
+        logger.warning("Took back %d prediction job(s) whose worker stopped renewing its lease", taken)
+    return taken
+
+
+def sweep(*, limit: int = 500) -> int:
+    """Take back expired jobs (`take_back_expired`), then send every queued job nobody holds that was
+    created or sent more than `AGEGENDER_SEND_GRACE_SECONDS` ago. Returns how many were sent."""
+    take_back_expired()
+    settled = timezone.now() - timedelta(seconds=settings.AGEGENDER_SEND_GRACE_SECONDS)
+    waiting = list(
+        Prediction.objects.filter(status=Prediction.Status.QUEUED)
+        .filter(Q(enqueued_at__isnull=True, created_at__lt=settled) | Q(enqueued_at__lt=settled))
+        .order_by("created_at")
+        .values_list("pk", "job_id", "enqueued_at")[:limit]
+    )
+    if not waiting:
+        return 0
+    held = _held_by_broker() if any(sent is not None for *_, sent in waiting) else set()
     sent = 0
-    for prediction_id in stale.order_by("created_at").values_list("pk", flat=True)[:limit]:
-        if not send(prediction_id):
-            break  # the broker is still away: the rest waits for the next call
+    for pk, job_id, enqueued_at in waiting:
+        if enqueued_at is not None and (held is None or str(job_id) in held):
+            continue  # on its way; or the broker cannot say, and a send would fail anyway
+        new_id = uuid.uuid4()
+        if not Prediction.objects.filter(pk=pk, status=Prediction.Status.QUEUED, job_id=job_id).update(
+            job_id=new_id
+        ):
+            continue  # a worker started it meanwhile
+        if not send(pk, new_id):
+            break  # the broker is away: the rest waits for the next sweep
         sent += 1
     if sent:
-        logger.info("Sent %d queued prediction job(s) again", sent)
+        logger.info("Sent %d queued prediction job(s) that nobody held", sent)
     return sent
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.AGEGENDER_LEASE_SECONDS)
+
+
+#: The old name (`manage.py send_unsent`, tests written before the sweep).
+send_unsent = sweep

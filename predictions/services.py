@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import timedelta
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -19,11 +19,13 @@ from django.utils import timezone
 
 from predictions import files, outbox
 from predictions.files import files_delete_orphaned, files_orphaned  # noqa: F401 (their old home)
-from predictions.models import Face, Prediction, in_reading_order  # noqa: F401 (its old home)
+from predictions.jobs import (  # noqa: F401 (their old home)
+    prediction_fail,
+    prediction_finish,
+    prediction_start,
+)
+from predictions.models import Prediction, in_reading_order  # noqa: F401 (its old home)
 from predictions.uploads import CheckedImage
-
-if TYPE_CHECKING:
-    import ml
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ def prediction_create(
     if owner is None and not session_key:
         raise ValueError("a prediction needs an owner or a session key")
     prediction = Prediction(
+        job_id=uuid.uuid4(),
         owner=owner if owner is not None else None,
         session_key="" if owner is not None else session_key,
         original_name=(upload.name or "photo")[-255:],
@@ -51,137 +54,29 @@ def prediction_create(
     try:
         with transaction.atomic():
             prediction.save(force_insert=True)  # ... then the row
-            outbox.send_on_commit(prediction.id)
+            outbox.send_on_commit(prediction.id, prediction.job_id)
     except BaseException:
         prediction.image.storage.delete(prediction.image.name)  # no file without a row
         raise
     return prediction
 
 
-def prediction_start(*, prediction_id: uuid.UUID | str) -> Prediction | None:
-    """Mark a prediction as processing (for the worker). None when the row is gone."""
-    with transaction.atomic():
-        prediction = Prediction.objects.select_for_update().filter(pk=prediction_id).first()
-        if prediction is None:
-            return None
-        prediction.status = Prediction.Status.PROCESSING
-        prediction.error = ""
-        prediction.retryable = False
-        prediction.started_at = timezone.now()
-        prediction.finished_at = None
-        prediction.attempts += 1
-        prediction.save(
-            update_fields=["status", "error", "retryable", "started_at", "finished_at", "attempts"]
-        )
-    return prediction
-
-
-def prediction_retry_later(*, prediction_id: uuid.UUID | str) -> Prediction | None:
-    """The worker failed on this job for a reason that may pass (not the photo's) and has handed it back
-    to the broker to be tried again later: queued again, as handed over now. None when the row is gone."""
-    with transaction.atomic():
-        prediction = Prediction.objects.select_for_update().filter(pk=prediction_id).first()
-        if prediction is None:
-            return None
-        prediction.status = Prediction.Status.QUEUED
-        prediction.error = ""
-        prediction.enqueued_at = timezone.now()
-        prediction.started_at = prediction.finished_at = None
-        prediction.save(update_fields=["status", "error", "enqueued_at", "started_at", "finished_at"])
-    return prediction
-
-
-def prediction_retry_not_sent(*, prediction_id: uuid.UUID | str) -> None:
-    """The broker refused the job's retry: queued, unsent, for the outbox to send once it is back."""
-    Prediction.objects.filter(pk=prediction_id).exclude(
-        status__in=(Prediction.Status.DONE, Prediction.Status.FAILED)
-    ).update(status=Prediction.Status.QUEUED, enqueued_at=None, started_at=None)
-
-
-def prediction_finish(
-    *,
-    prediction_id: uuid.UUID | str,
-    faces: Iterable[ml.Face],
-    model_version: str,
-    image_width: int,
-    image_height: int,
-    inference_ms: int,
-    thumbnail_jpeg: bytes | None = None,
-    display_jpeg: bytes | None = None,
-) -> Prediction | None:
-    """Record the faces found, numbered in reading order, and the photo's renditions (replacing any
-    earlier ones: safe to run twice). None when the row is gone."""
-    storage = Prediction._meta.get_field("thumbnail").storage
-    saved = {
-        "thumbnail": files.save_rendition("thumbnail", prediction_id, thumbnail_jpeg),
-        "display": files.save_rendition("display", prediction_id, display_jpeg),
-    }
-    try:
-        with transaction.atomic():
-            prediction = Prediction.objects.select_for_update().filter(pk=prediction_id).first()
-            if prediction is None:
-                for name in saved.values():
-                    storage.delete(name) if name else None
-                return None
-            replaced = [getattr(prediction, field).name for field in saved]
-            prediction.faces.all().delete()
-            Face.objects.bulk_create(
-                Face.from_result(face, prediction=prediction, index=index)
-                for index, face in enumerate(in_reading_order(faces))
-            )
-            prediction.status = Prediction.Status.DONE
-            prediction.error = ""
-            prediction.retryable = False
-            prediction.model_version = model_version[:100]
-            prediction.image_width = image_width
-            prediction.image_height = image_height
-            prediction.inference_ms = inference_ms
-            prediction.finished_at = timezone.now()
-            if saved["thumbnail"]:
-                prediction.thumbnail.name = saved["thumbnail"]
-            prediction.display.name = saved["display"]  # none now (a smaller photo): none shown
-            prediction.save()
-            current = {prediction.thumbnail.name, prediction.display.name}
-            files.delete_on_commit([name for name in replaced if name and name not in current])
-    except BaseException:
-        for name in saved.values():
-            storage.delete(name) if name else None
-        raise
-    return prediction
-
-
-def prediction_fail(
-    *, prediction_id: uuid.UUID | str, error: str, model_version: str = "", retryable: bool = False
-) -> Prediction | None:
-    """Record a readable reason why a prediction could not be made; `retryable` when the reason was not
-    the photo (its sender may then try again). None when the row is gone."""
-    with transaction.atomic():
-        prediction = Prediction.objects.select_for_update().filter(pk=prediction_id).first()
-        if prediction is None:
-            return None
-        prediction.faces.all().delete()
-        prediction.status = Prediction.Status.FAILED
-        prediction.error = error[:500]
-        prediction.retryable = retryable
-        if model_version:
-            prediction.model_version = model_version[:100]
-        prediction.finished_at = timezone.now()
-        prediction.save(update_fields=["status", "error", "retryable", "model_version", "finished_at"])
-    return prediction
-
-
 def _requeue(prediction_id: uuid.UUID, **changes: Any) -> None:
-    """Queue a prediction's job again, from the start; the worker replaces its faces."""
+    """Queue a prediction's job again, from the start, as a new message (a worker still on the old one
+    can no longer record its result); the worker replaces its faces."""
+    job_id = uuid.uuid4()
     Prediction.objects.filter(pk=prediction_id).update(
         status=Prediction.Status.QUEUED,
         error="",
         retryable=False,
+        job_id=job_id,
         enqueued_at=None,
         started_at=None,
         finished_at=None,
+        lease_until=None,
         **changes,
     )
-    outbox.send_on_commit(prediction_id)
+    outbox.send_on_commit(prediction_id, job_id)
 
 
 def prediction_rerun(*, prediction: Prediction) -> None:

@@ -12,9 +12,10 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
-from predictions import outbox, services
+from predictions import jobs, outbox, services
 from predictions.models import Prediction
 from worker.images import WORK_MAX_SIDE, renditions
+from worker.lease import leased
 from worker.model import get_predictor, preload_in_background
 
 logger = logging.getLogger(__name__)
@@ -30,12 +31,12 @@ def _preload_model(**kwargs: object) -> None:
 
 
 @worker_ready.connect
-def _send_unsent(**kwargs: object) -> None:
-    """A worker starting (after an outage, say) sends again the jobs the broker never got or lost."""
+def _sweep(**kwargs: object) -> None:
+    """A worker starting (after an outage, say) takes back and sends again the jobs nobody holds."""
     try:
-        outbox.send_unsent()
-    except Exception:  # the database may be away too; beat's next run tries again
-        logger.exception("Could not look for unsent prediction jobs")
+        outbox.sweep()
+    except Exception:  # the database may be away too; beat's next sweep tries again
+        logger.exception("Could not sweep the prediction jobs")
 
 
 class PredictTask(Task):
@@ -50,18 +51,21 @@ class PredictTask(Task):
         try:
             return super().retry(*args, **kwargs)
         except Reject:  # the broker could not take the retry: the outbox sends it once it is back
-            services.prediction_retry_not_sent(prediction_id=self.request.args[0])
+            jobs.prediction_retry_not_sent(prediction_id=self.request.args[0], job_id=self.request.id)
             raise
 
     def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
         logger.warning("Prediction %s failed (%s); it is to be tried again", args[0], exc)
-        services.prediction_retry_later(prediction_id=args[0])
+        jobs.prediction_retry_later(prediction_id=args[0], job_id=task_id)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Out of tries, or out of time: its sender may try again, the reason was not the photo."""
         timed_out = isinstance(exc, SoftTimeLimitExceeded)
-        services.prediction_fail(
-            prediction_id=args[0], error=TOO_LONG if timed_out else PASSING_FAULT, retryable=True
+        jobs.prediction_fail(
+            prediction_id=args[0],
+            error=TOO_LONG if timed_out else PASSING_FAULT,
+            retryable=True,
+            job_id=task_id,
         )
 
 
@@ -83,21 +87,24 @@ class PredictTask(Task):
     retry_jitter=False,
 )
 def predict(self: Task, prediction_id: str) -> str:
-    """Estimate age and gender for every face of one prediction. Safe to run twice (faces are replaced).
-    A photo the engine cannot read fails for good, with the engine's reason."""
+    """Estimate age and gender for every face of one prediction. A message that is no longer the row's
+    (sent again since) does nothing; a job run twice records one result (`predictions.jobs`). A photo
+    the engine cannot read fails for good, with the engine's reason."""
     try:
         uuid.UUID(str(prediction_id))
     except ValueError:
         logger.warning("Ignoring a job with a malformed prediction id %r", prediction_id)
         return "ignored"
-    prediction = services.prediction_start(prediction_id=prediction_id)
+    job_id = self.request.id
+    prediction = jobs.prediction_start(prediction_id=prediction_id, job_id=job_id)
     if prediction is None:
-        logger.info("Prediction %s is gone (deleted before it ran); nothing to do", prediction_id)
+        logger.info("Prediction %s: gone, finished or sent again since; nothing to do", prediction_id)
         return "gone"
-    return _run(prediction)
+    with leased(prediction_id, job_id):
+        return _run(prediction, job_id)
 
 
-def _run(prediction: Prediction) -> str:
+def _run(prediction: Prediction, job_id: str | None) -> str:
     from ml import ImageError  # light: `ml` imports TensorFlow only in Predictor.load()
     from ml.images import decode_photo
 
@@ -105,8 +112,8 @@ def _run(prediction: Prediction) -> str:
         with prediction.image.open("rb") as handle:
             data = handle.read()
     except FileNotFoundError:
-        services.prediction_fail(
-            prediction_id=prediction.id, error="The uploaded photo is missing from storage."
+        jobs.prediction_fail(
+            prediction_id=prediction.id, error="The uploaded photo is missing from storage.", job_id=job_id
         )
         return "failed"
 
@@ -117,14 +124,15 @@ def _run(prediction: Prediction) -> str:
         del data
         faces = predictor.predict(photo, whole_image_fallback=prediction.as_one_face)
     except ImageError as exc:
-        services.prediction_fail(
-            prediction_id=prediction.id, error=str(exc), model_version=predictor.model_version
+        jobs.prediction_fail(
+            prediction_id=prediction.id, error=str(exc), model_version=predictor.model_version, job_id=job_id
         )
         return "failed"
     inference_ms = round((time.perf_counter() - started) * 1000)
 
     made = renditions(photo)
-    done = services.prediction_finish(
+    done = jobs.prediction_finish(
+        job_id=job_id,
         prediction_id=prediction.id,
         faces=faces,
         model_version=predictor.model_version,
@@ -137,10 +145,10 @@ def _run(prediction: Prediction) -> str:
     return "done" if done is not None else "gone"
 
 
-@shared_task(name=settings.AGEGENDER_SEND_UNSENT_TASK, ignore_result=True)
-def send_unsent() -> int:
-    """Periodic (beat): send again the jobs the broker never got, or lost."""
-    return outbox.send_unsent()
+@shared_task(name=settings.AGEGENDER_SWEEP_TASK, ignore_result=True)
+def sweep() -> int:
+    """Periodic (beat): take back the jobs of dead workers, send the jobs nobody holds."""
+    return outbox.sweep()
 
 
 @shared_task(name=settings.AGEGENDER_HOUSEKEEPING_TASK, ignore_result=True)

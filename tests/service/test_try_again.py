@@ -16,7 +16,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from predictions import services
+from predictions import jobs, services
 from predictions.models import Prediction
 from tests.conftest import Fault, _point_celery_at, nowhere_broker_url, retry_at_once, wait_until_finished
 
@@ -99,13 +99,13 @@ def test_a_retry_the_broker_cannot_take_is_sent_once_it_is_back(
     fault = Fault(times=1, then=lambda: _point_celery_at(nowhere))  # Redis goes as the step fails
     monkeypatch.setattr("worker.tasks.renditions", fault)
     refused = threading.Event()  # set once the worker has marked the refused retry unsent
-    mark_unsent = services.prediction_retry_not_sent
+    mark_unsent = jobs.prediction_retry_not_sent
 
     def marked(**kwargs):
         mark_unsent(**kwargs)
         refused.set()
 
-    monkeypatch.setattr(services, "prediction_retry_not_sent", marked)
+    monkeypatch.setattr(jobs, "prediction_retry_not_sent", marked)
     try:
         prediction = upload(client, astronaut_jpeg)
         assert refused.wait(timeout=120)
@@ -130,15 +130,15 @@ def test_a_job_that_cannot_reach_the_database_is_run_again_later(
     recorded, so the broker keeps the job and runs it again; the sender sees the photo read."""
     from django.db import OperationalError
 
-    real_start, calls = services.prediction_start, []
+    real_start, calls = jobs.prediction_start, []
 
-    def start_after_a_while(*, prediction_id):
-        calls.append(prediction_id)
+    def start_after_a_while(**kwargs):
+        calls.append(kwargs)
         if len(calls) == 1:
             raise OperationalError("could not connect to server (injected by the test)")
-        return real_start(prediction_id=prediction_id)
+        return real_start(**kwargs)
 
-    monkeypatch.setattr(services, "prediction_start", start_after_a_while)
+    monkeypatch.setattr(jobs, "prediction_start", start_after_a_while)
     prediction = upload(client, astronaut_jpeg)
 
     payload = wait_until_finished(client, prediction.id)
