@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 
 import redis
@@ -72,14 +73,14 @@ def _held_by_broker() -> set[str] | None:
     the broker cannot be asked (then nothing is taken as lost). The queue is read first: a message a
     worker takes meanwhile is then among the workers' (each lists what it runs, has reserved, or waits to
     retry); a message missed all the same is only sent twice, and runs once."""
-    client = redis.Redis.from_url(current_app.conf.broker_url, socket_connect_timeout=2, socket_timeout=5)
     try:
-        queued = client.lrange(settings.AGEGENDER_QUEUE, 0, -1)
-    except redis.RedisError as exc:
+        with redis.Redis.from_url(
+            current_app.conf.broker_url, socket_connect_timeout=2, socket_timeout=5
+        ) as client:
+            queued = client.lrange(settings.AGEGENDER_QUEUE, 0, -1)
+    except Exception as exc:  # away, or not a Redis: then only jobs never sent are sent
         logger.warning("Could not read the broker's queue (%s); nothing is sent again now", exc)
         return None
-    finally:
-        client.close()
     held = set()
     for raw in queued:
         try:
@@ -116,14 +117,17 @@ def take_back_expired() -> int:
     return taken
 
 
-def sweep(*, limit: int = 500) -> int:
+def sweep(*, prediction_ids: Iterable[uuid.UUID] | None = None, limit: int = 500) -> int:
     """Take back expired jobs (`take_back_expired`), then send every queued job nobody holds that was
-    created or sent more than `AGEGENDER_SEND_GRACE_SECONDS` ago. Returns how many were sent."""
+    created or sent more than `AGEGENDER_SEND_GRACE_SECONDS` ago (of `prediction_ids` only, if given).
+    Returns how many were sent."""
     take_back_expired()
     settled = timezone.now() - timedelta(seconds=settings.AGEGENDER_SEND_GRACE_SECONDS)
+    queued = Prediction.objects.filter(status=Prediction.Status.QUEUED)
+    if prediction_ids is not None:
+        queued = queued.filter(pk__in=list(prediction_ids))
     waiting = list(
-        Prediction.objects.filter(status=Prediction.Status.QUEUED)
-        .filter(Q(enqueued_at__isnull=True, created_at__lt=settled) | Q(enqueued_at__lt=settled))
+        queued.filter(Q(enqueued_at__isnull=True, created_at__lt=settled) | Q(enqueued_at__lt=settled))
         .order_by("created_at")
         .values_list("pk", "job_id", "enqueued_at")[:limit]
     )

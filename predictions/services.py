@@ -34,6 +34,11 @@ predictions_send_unsent = outbox.send_unsent
 _send = outbox.send
 
 
+def prediction_may_be_unsent(prediction: Prediction) -> bool:
+    """Always False: a read never sends a job (the outbox's sweep does). For callers from before it."""
+    return False
+
+
 def prediction_create(
     *, upload: UploadedFile, checked: CheckedImage, owner: AbstractBaseUser | None, session_key: str
 ) -> Prediction:
