@@ -29,7 +29,8 @@ import os; os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agegender_site.setti
 import django; django.setup()
 from ml.images import decode_photo
 from worker.images import WORK_MAX_SIDE, renditions
-from worker.model import get_predictor
+from worker.model import get_predictor, return_large_blocks_to_the_system
+return_large_blocks_to_the_system()  # as `worker.tasks` does
 predictor = get_predictor()
 loading_peak, loaded = status("VmHWM"), status("VmRSS")
 from skimage import data as samples  # a first, small job: the detector's graphs are traced once

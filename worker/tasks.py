@@ -16,9 +16,11 @@ from predictions import jobs, outbox, services
 from predictions.models import Prediction
 from worker.images import WORK_MAX_SIDE, renditions
 from worker.lease import leased
-from worker.model import get_predictor, preload_in_background
+from worker.model import get_predictor, preload_in_background, return_large_blocks_to_the_system
 
 logger = logging.getLogger(__name__)
+
+return_large_blocks_to_the_system()  # this module is imported by worker processes only
 
 PASSING_FAULT = "Something went wrong while processing this photo."
 TOO_LONG = "The photo took too long to process."
