@@ -18,7 +18,8 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
 	$(PIP) install -r requirements-dev.txt
 	touch $@ $(VENV)/.installed
 
-## run: create the virtualenv, install, migrate, start Redis if needed, a Celery worker and the web server
+## run: create the virtualenv, install, migrate, then under supervisord: Redis if needed (append-only), a
+## Celery worker, one beat and the web server, each restarted if it dies (Ctrl-C stops all)
 run: $(VENV)/.installed
 	PY=$(PY) scripts/run
 

@@ -226,24 +226,30 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis redelivers an unacknowledged job after this many seconds; must exceed the hard time limit.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("AGEGENDER_VISIBILITY_TIMEOUT", 3600)}
-# A job queued this long ago (seconds) and still not started is taken as lost by the broker and sent again.
-AGEGENDER_RESEND_AFTER = env_int("AGEGENDER_RESEND_AFTER", 3600)
+# Jobs that recover by themselves (`predictions.outbox.sweep`, run by beat every AGEGENDER_SWEEP_SECONDS
+# and by every worker as it starts): a worker holds the job it runs for AGEGENDER_LEASE_SECONDS, renewed
+# while it works; a job whose lease ran out (its worker died) is taken back and sent again, and so is a
+# queued job that neither the broker's queue nor a live worker holds (a Redis restarted without its
+# data), once sent more than AGEGENDER_SEND_GRACE_SECONDS ago.
+AGEGENDER_LEASE_SECONDS = env_int("AGEGENDER_LEASE_SECONDS", 60)
+AGEGENDER_SWEEP_SECONDS = env_int("AGEGENDER_SWEEP_SECONDS", 30)
+AGEGENDER_SEND_GRACE_SECONDS = env_int("AGEGENDER_SEND_GRACE_SECONDS", 10)
 # After failing to reach the broker, a process leaves it alone this many seconds (jobs wait, unsent).
 AGEGENDER_BROKER_RETRY_PAUSE = env_int("AGEGENDER_BROKER_RETRY_PAUSE", 10)
 # Visitors who never sign in lose their session (SESSION_COOKIE_AGE, two weeks); their photos are deleted
 # this many days after upload (0 keeps them). Signed-in users keep theirs until they delete them.
 AGEGENDER_ANONYMOUS_RETENTION_DAYS = env_int("AGEGENDER_ANONYMOUS_RETENTION_DAYS", 14)
-# Periodic upkeep, run by Celery beat (`make run` embeds it in its worker; docker compose has a service):
-# jobs the broker never got are sent again every minute; expired photos and sessions go every hour;
-# stored files that no prediction names any more go once a day.
-AGEGENDER_SEND_UNSENT_TASK = "worker.send_unsent"
+# Periodic upkeep, run by one Celery beat (`make run` and docker compose each run one): the sweep of
+# jobs above; expired photos and sessions go every hour; stored files that no prediction names any more
+# go once a day.
+AGEGENDER_SWEEP_TASK = "worker.sweep"
 AGEGENDER_HOUSEKEEPING_TASK = "worker.housekeeping"
 AGEGENDER_ORPHANED_FILES_TASK = "worker.delete_orphaned_files"
 CELERY_BEAT_SCHEDULE = {
-    "send-unsent": {
-        "task": AGEGENDER_SEND_UNSENT_TASK,
-        "schedule": 60.0,
-        "options": {"queue": AGEGENDER_QUEUE, "expires": 55},
+    "sweep": {
+        "task": AGEGENDER_SWEEP_TASK,
+        "schedule": float(AGEGENDER_SWEEP_SECONDS),
+        "options": {"queue": AGEGENDER_QUEUE, "expires": 0.9 * AGEGENDER_SWEEP_SECONDS},
     },
     "housekeeping": {
         "task": AGEGENDER_HOUSEKEEPING_TASK,

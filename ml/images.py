@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,6 +46,23 @@ def _open(source: ImageSource) -> Image.Image:
     raise TypeError(f"cannot read an image from {type(source).__name__}")
 
 
+@dataclass(frozen=True)
+class Photo:
+    """A photo decoded once: upright RGB pixels, possibly reduced (`decode_photo`'s `max_side`), with the
+    size of the upright original, the frame in which faces' boxes are given."""
+
+    image: Image.Image
+    width: int
+    height: int
+    format: str = ""
+    icc_profile: bytes | None = None
+
+    @property
+    def scale(self) -> float:
+        """Original pixels per pixel of `image` (1.0 when not reduced)."""
+        return self.width / self.image.width
+
+
 def load_image(source: ImageSource) -> Image.Image:
     """Return the image as an upright 8-bit RGB PIL image.
 
@@ -52,13 +70,24 @@ def load_image(source: ImageSource) -> Image.Image:
     RGBA (composited on white) and CMYK images are converted. Raises `ImageError` with a readable
     message for empty, truncated, non-image, unsupported or oversized input.
     """
+    return decode_photo(source).image
+
+
+def decode_photo(source: ImageSource | Photo, *, max_side: int | None = None) -> Photo:
+    """`load_image`, keeping the original's upright size, format and colour profile; the one place where
+    EXIF orientation is applied. With `max_side`, a larger photo is reduced to at most that longer side
+    (and more than half of it): a JPEG already while decoding (Pillow's draft mode decodes at 1/2, 1/4
+    or 1/8 scale), any other format right after, so that no full-size copy outlives the decode."""
+    if isinstance(source, Photo):
+        return source
     if isinstance(source, np.ndarray):
         array = source
         if array.ndim == 2:
             array = np.stack([array] * 3, axis=-1)
         if array.ndim != 3 or array.shape[2] not in (3, 4) or min(array.shape[:2]) < 1:
             raise ImageError(f"An image array must be HxWx3, got shape {array.shape}.")
-        return Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8), "RGB")
+        image = Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8), "RGB")
+        return _reduced(Photo(image, image.width, image.height), max_side)
     if isinstance(source, Image.Image):
         image = source
     else:
@@ -83,17 +112,45 @@ def load_image(source: ImageSource) -> Image.Image:
         )
     if width < 1 or height < 1:
         raise ImageError("The image has no pixels.")
+    image_format, icc_profile = image.format or "", image.info.get("icc_profile")
     try:
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        if max_side and max(width, height) > max_side:
+            factor = max_side / max(width, height)
+            image.draft("RGB", (round(width * factor), round(height * factor)))  # JPEG only; else no-op
         image.load()
-        upright = ImageOps.exif_transpose(image)
+        # In place where we opened it: no second full-size copy of a photo that needs no turn.
+        upright = ImageOps.exif_transpose(image, in_place=image is not source) or image
     except (OSError, SyntaxError, ValueError) as exc:
         message = str(exc)
         if any(sign in message.lower() for sign in ("truncated", "broken", "end of file")):
             raise ImageError("The image file is truncated or damaged.") from None
         raise ImageError(f"The image could not be decoded: {message.strip()}") from None
-    return _to_rgb(upright)
+    del image
+    if orientation in _QUARTER_TURNS:
+        width, height = height, width
+    if upright.mode in _REDUCIBLE:  # reduced before any conversion, which would copy it at full size
+        upright = _reduced(Photo(upright, width, height), max_side).image
+    return _reduced(Photo(_to_rgb(upright), width, height, image_format, icc_profile), max_side)
+
+
+#: The EXIF orientation tag, and its values that turn the picture a quarter (swapping width and height).
+_ORIENTATION = 0x0112
+_QUARTER_TURNS = (5, 6, 7, 8)
+#: Modes that resize as they are (the others are converted to RGB first).
+_REDUCIBLE = ("RGB", "RGBA", "L", "LA")
+
+
+def _reduced(photo: Photo, max_side: int | None) -> Photo:
+    image = photo.image
+    if not max_side or max(image.size) <= max_side:
+        return photo
+    # By a whole factor (a box filter in one pass: no intermediate copy, as a resize would make), to
+    # between half and all of `max_side`; the model sees faces far below that size.
+    reduced = image.reduce(-(-max(image.size) // max_side))
+    return Photo(reduced, photo.width, photo.height, photo.format, photo.icc_profile)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -110,7 +167,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background

@@ -12,7 +12,7 @@ from ml.alignment import align, eye_distance, reframe, whole_image_landmarks
 from ml.artifact import DEFAULT_MODEL_DIR, read_manifest
 from ml.calibration import age_interval, range_widening
 from ml.faces import Face
-from ml.images import ImageSource, load_image
+from ml.images import ImageSource, Photo, decode_photo
 from ml.model import merge_views, test_time_views
 
 #: Faces per model call; a request with more faces is split into several calls of this size.
@@ -83,16 +83,18 @@ class Predictor:
             for name, (geometry, size) in self._inputs.items()
         }
 
-    def predict(self, source: ImageSource, *, whole_image_fallback: bool = False) -> list[Face]:
-        """All faces in one image, largest first. Raises `ml.ImageError` for unusable input."""
+    def predict(self, source: ImageSource | Photo, *, whole_image_fallback: bool = False) -> list[Face]:
+        """All faces in one image, largest first. Raises `ml.ImageError` for unusable input. A `Photo`
+        decoded reduced is read as it is, and its faces given in pixels of its original."""
         return self.predict_many([source], whole_image_fallback=whole_image_fallback)[0]
 
     def predict_many(
-        self, sources: Sequence[ImageSource], *, whole_image_fallback: bool = False
+        self, sources: Sequence[ImageSource | Photo], *, whole_image_fallback: bool = False
     ) -> list[list[Face]]:
         """Faces for several images, each detected as `predict` would detect it alone, and all their faces
         through the model together."""
-        images = [np.asarray(load_image(source)) for source in sources]
+        photos = [decode_photo(source) for source in sources]
+        images = [np.asarray(photo.image) for photo in photos]
         detections = self._detector.detect_many(images)
         chips, owners, meta = [], [], []
         for index, (rgb, found) in enumerate(zip(images, detections, strict=False)):
@@ -102,18 +104,20 @@ class Predictor:
             for det, detected in faces:
                 chips.append(self.chips_of(rgb, det.landmarks))
                 owners.append(index)
-                box = tuple(int(round(v)) for v in det.box)
-                meta.append((box, detected, det.confidence, det.landmarks))
+                scale = photos[index].scale  # back to the original's pixels
+                box = tuple(int(round(v * scale)) for v in det.box)
+                meta.append((box, detected, det.confidence, det.landmarks, scale))
         results: list[list[Face]] = [[] for _ in images]
         if not chips:
             return results
         batch = {name: np.concatenate([c[name] for c in chips]) for name in self._inputs}
         age_probs, male = self.predict_chips(batch)
-        eyes = [eye_distance(landmarks) for *_, landmarks in meta]
+        # In the pixels the chip is cut from: how much detail it holds.
+        eyes = [eye_distance(landmarks) for *_, landmarks, _ in meta]
         scales = self.interval_scale * range_widening(batch, eyes, self.small_faces, self.blurred_faces)
         ages, lows, highs = age_interval(age_probs, scales)
         for i, owner in enumerate(owners):
-            box, detected, confidence, landmarks = meta[i]
+            box, detected, confidence, landmarks, scale = meta[i]
             is_male = bool(male[i] >= 0.5)
             results[owner].append(
                 Face(
@@ -125,7 +129,7 @@ class Predictor:
                     age_high=float(highs[i]),
                     gender="male" if is_male else "female",
                     gender_confidence=round(float(male[i] if is_male else 1.0 - male[i]), 4),
-                    landmarks=tuple((round(float(x), 1), round(float(y), 1)) for x, y in landmarks),
+                    landmarks=tuple((round(float(x), 1), round(float(y), 1)) for x, y in landmarks * scale),
                 )
             )
         return results

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    import ml
 
 
 def _upload_to(instance: Prediction, filename: str) -> str:
@@ -61,10 +66,17 @@ class Prediction(models.Model):
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     #: When its job was last handed to the broker; empty while queued means the broker could not be
-    #: reached then, and the job is sent again (`services.predictions_send_unsent`).
+    #: reached then, and the job is sent again (`outbox.sweep`).
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    #: The id of the broker message that now carries its job (new at each send but a retry's): a worker
+    #: given another message for this row, one that was sent again since, ignores it, and a worker whose
+    #: job was taken back cannot record its result. Empty for rows from before it existed.
+    job_id = models.UUIDField(null=True, blank=True)
+    #: While processing: until when its worker holds the job; renewed while it works. A job whose lease
+    #: has run out (its worker died) is taken back and sent again (`outbox.sweep`).
+    lease_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -115,7 +127,8 @@ class Prediction(models.Model):
 
 
 class Face(models.Model):
-    """One face of a prediction; field names match `ml.Face` and the JSON status API."""
+    """One face of a prediction: an `ml.Face` as stored (its box as x1..y2), and as the JSON status API
+    shows it (`to_dict`)."""
 
     class Gender(models.TextChoices):
         FEMALE = "female", "Female"
@@ -127,6 +140,7 @@ class Face(models.Model):
     y1 = models.IntegerField()
     x2 = models.IntegerField()
     y2 = models.IntegerField()
+    # The engine's result, field for field (`ml.Face`; `RESULT_FIELDS`).
     detected = models.BooleanField(default=True)
     detection_confidence = models.FloatField()
     age = models.FloatField()
@@ -134,6 +148,9 @@ class Face(models.Model):
     age_high = models.FloatField()
     gender = models.CharField(max_length=8, choices=Gender.choices)
     gender_confidence = models.FloatField()
+
+    #: Decimals shown of the float fields (the rest: one).
+    _DECIMALS = {"detection_confidence": 4, "gender_confidence": 4}
 
     class Meta:
         ordering = ["prediction", "index"]
@@ -146,14 +163,46 @@ class Face(models.Model):
     def box(self) -> tuple[int, int, int, int]:
         return (self.x1, self.y1, self.x2, self.y2)
 
+    @classmethod
+    def from_result(cls, result: ml.Face, *, prediction: Prediction, index: int) -> Face:
+        x1, y1, x2, y2 = (int(value) for value in result.box)
+        fields = {name: getattr(result, name) for name in RESULT_FIELDS}
+        return cls(prediction=prediction, index=index, x1=x1, y1=y1, x2=x2, y2=y2, **fields)
+
     def to_dict(self) -> dict:
-        return {
-            "box": list(self.box),
-            "detected": self.detected,
-            "detection_confidence": round(self.detection_confidence, 4),
-            "age": round(self.age, 1),
-            "age_low": round(self.age_low, 1),
-            "age_high": round(self.age_high, 1),
-            "gender": self.gender,
-            "gender_confidence": round(self.gender_confidence, 4),
-        }
+        """The JSON shape of `ml.Face.to_dict()`, floats rounded as shown."""
+        data: dict = {"box": list(self.box)}
+        for name in RESULT_FIELDS:
+            value = getattr(self, name)
+            data[name] = round(value, self._DECIMALS.get(name, 1)) if isinstance(value, float) else value
+        return data
+
+
+#: The engine's face fields the database keeps besides the box: the one list, read off the model.
+RESULT_FIELDS = tuple(
+    field.name
+    for field in Face._meta.concrete_fields
+    if field.name not in ("id", "prediction", "index", "x1", "y1", "x2", "y2")
+)
+
+_Boxed = TypeVar("_Boxed")
+
+
+def in_reading_order(faces: Iterable[_Boxed]) -> list[_Boxed]:
+    """Faces (anything with a `box`, x1, y1, x2, y2) as a person reads a group photo: rows from the top,
+    each from the left. A face joins the row above when its centre is within half a face height of that
+    row's (the engine gives largest first; the page numbers faces, and its list is easier to match with
+    the boxes in this order)."""
+    rows: list[dict] = []
+    for face in sorted(faces, key=lambda face: face.box[1] + face.box[3]):
+        x1, y1, x2, y2 = face.box
+        centre, height = (y1 + y2) / 2, y2 - y1
+        row = rows[-1] if rows else None
+        if row is not None and centre - row["centre"] < 0.5 * max(row["height"], height):
+            row["faces"].append(face)
+            count = len(row["faces"])
+            row["centre"] += (centre - row["centre"]) / count
+            row["height"] += (height - row["height"]) / count
+        else:
+            rows.append({"centre": centre, "height": height, "faces": [face]})
+    return [face for row in rows for face in sorted(row["faces"], key=lambda face: face.box[0])]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from predictions import views
+from predictions import file_views, views
 
 app_name = "predictions"
 
@@ -14,9 +14,9 @@ urlpatterns = [
     path("results/", views.results, name="results"),
     path("p/<uuid:prediction_id>/", views.detail, name="detail"),
     path("p/<uuid:prediction_id>/status/", views.status, name="status"),
-    path("p/<uuid:prediction_id>/image/", views.image, name="image"),
-    path("p/<uuid:prediction_id>/original/", views.original, name="original"),
-    path("p/<uuid:prediction_id>/thumbnail/", views.thumbnail, name="thumbnail"),
+    path("p/<uuid:prediction_id>/image/", file_views.image, name="image"),
+    path("p/<uuid:prediction_id>/original/", file_views.original, name="original"),
+    path("p/<uuid:prediction_id>/thumbnail/", file_views.thumbnail, name="thumbnail"),
     path("p/<uuid:prediction_id>/delete/", views.delete, name="delete"),
     path("p/<uuid:prediction_id>/as-one-face/", views.read_as_one_face, name="as_one_face"),
     path("p/<uuid:prediction_id>/try-again/", views.try_again, name="try_again"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mimetypes
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -18,11 +17,9 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.views import redirect_to_login
 from django.contrib.staticfiles import finders
-from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.paginator import Paginator
-from django.db.models.fields.files import FieldFile
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
@@ -278,73 +275,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def status(request: HttpRequest, prediction_id: uuid.UUID) -> JsonResponse:
+    """Reads only: a job the broker has not got is the outbox's to send (beat, a worker starting)."""
     prediction = _get_prediction_or_404(request, prediction_id)
-    if services.prediction_may_be_unsent(prediction):  # the broker was away: polling sends it again
-        services.predictions_send_unsent(prediction_ids=[prediction.id])
     response = JsonResponse(status_payload(prediction))
     response["Cache-Control"] = "no-store"
     return response
-
-
-def _serve_file(field: FieldFile) -> HttpResponse:
-    """Stream a private local file, or redirect to a short-lived signed URL on S3."""
-    if not field.name:
-        raise Http404("No file.")
-    storage = field.storage
-    if not isinstance(storage, FileSystemStorage):
-        return HttpResponseRedirect(storage.url(field.name))
-    try:
-        handle = storage.open(field.name, "rb")
-    except FileNotFoundError:
-        raise Http404("The file is gone.") from None
-    content_type = mimetypes.guess_type(field.name)[0] or "application/octet-stream"
-    response = FileResponse(handle, content_type=content_type)
-    response["Cache-Control"] = "private, max-age=300"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-def _preview_placeholder(prediction: Prediction) -> HttpResponse:
-    """A grey picture the photo's shape, for a photo browsers cannot show until the worker has copied it
-    as a JPEG (`Prediction.awaits_preview`); the pages load the photo again once it is read."""
-    width, height = prediction.image_width or 4, prediction.image_height or 3
-    text = "No preview" if prediction.status == Prediction.Status.FAILED else "Preview once read"
-    svg = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}"><rect width="100%" height="100%" fill="#e4e8ee"/>'
-        f'<text x="50%" y="50%" text-anchor="middle" dominant-baseline="middle" fill="#4a5260" '
-        f'font-family="sans-serif" font-size="{max(width, height) // 16}">{text}</text></svg>'
-    )
-    response = HttpResponse(svg, content_type="image/svg+xml")
-    response["Cache-Control"] = "no-store"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-@require_GET
-def image(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
-    """The photo as the pages show it: its display copy where it has one (a large photo or a HEIC, once
-    read)."""
-    prediction = _get_prediction_or_404(request, prediction_id)
-    if prediction.awaits_preview:
-        return _preview_placeholder(prediction)
-    return _serve_file(prediction.display if prediction.display else prediction.image)
-
-
-@require_GET
-def original(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
-    """The photo exactly as stored: as uploaded, less where it was taken."""
-    return _serve_file(_get_prediction_or_404(request, prediction_id).image)
-
-
-@require_GET
-def thumbnail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
-    prediction = _get_prediction_or_404(request, prediction_id)
-    if prediction.thumbnail:
-        return _serve_file(prediction.thumbnail)
-    if prediction.awaits_preview:
-        return _preview_placeholder(prediction)
-    return _serve_file(prediction.image)
 
 
 @require_http_methods(["GET", "POST"])

@@ -211,10 +211,10 @@ def nowhere_broker_url() -> str:
 
 @pytest.fixture(autouse=True)
 def broker_reachable_again() -> None:
-    """Every test starts with the web's memory of a broker that was away cleared (`services._send`)."""
-    from predictions import services
+    """Every test starts with the web's memory of a broker that was away cleared (`outbox.send`)."""
+    from predictions import outbox
 
-    services._broker_away_until = 0.0
+    outbox._broker_away_until = 0.0
 
 
 @pytest.fixture
@@ -233,20 +233,27 @@ def broker_away(settings) -> Iterator[Callable[[], None]]:
         _point_celery_at(good)
 
 
+def retry_at_once(monkeypatch, settings, retries: int = 1) -> None:
+    """The worker tries a failed job again `retries` times, at once instead of after the task's
+    declared backoff (`worker.tasks.predict`'s `retry_backoff`, fixed when the task is made)."""
+    settings.AGEGENDER_TASK_RETRIES = retries
+    monkeypatch.setattr("celery.app.autoretry.get_exponential_backoff_interval", lambda **kwargs: 0)
+
+
 class Fault:
     """Makes the worker's step after the model (the photo's thumbnail and display copy) raise the first
     `times` times it runs, as a storage that cannot be written for a moment would."""
 
     def __init__(self, times: int, then=None) -> None:
-        from worker.images import upright_size_and_thumbnail
+        from worker.images import renditions
 
-        self.left, self.then, self.real, self.calls = times, then, upright_size_and_thumbnail, 0
+        self.left, self.then, self.real, self.calls = times, then, renditions, 0
 
-    def __call__(self, data: bytes):
+    def __call__(self, *args: object):
         self.calls += 1
         if self.left > 0:
             self.left -= 1
             if self.then is not None:
                 self.then()
             raise OSError("storage unavailable (injected by the test)")
-        return self.real(data)
+        return self.real(*args)

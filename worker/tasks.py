@@ -1,4 +1,5 @@
-"""The prediction task: fetch by id, run the engine, record faces or a readable failure."""
+"""The prediction task: fetch by id, decode the photo once, run the engine, record faces or a readable
+failure; and the periodic upkeep beat runs."""
 
 from __future__ import annotations
 
@@ -7,16 +8,22 @@ import time
 import uuid
 
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
-from predictions import services
+from predictions import jobs, outbox, services
 from predictions.models import Prediction
-from worker.images import upright_size_and_thumbnail
-from worker.model import get_predictor, preload_in_background
+from worker.images import WORK_MAX_SIDE, renditions
+from worker.lease import leased
+from worker.model import get_predictor, preload_in_background, return_large_blocks_to_the_system
 
 logger = logging.getLogger(__name__)
+
+return_large_blocks_to_the_system()  # this module is imported by worker processes only
+
+PASSING_FAULT = "Something went wrong while processing this photo."
+TOO_LONG = "The photo took too long to process."
 
 
 @worker_process_init.connect
@@ -26,92 +33,124 @@ def _preload_model(**kwargs: object) -> None:
 
 
 @worker_ready.connect
-def _send_unsent(**kwargs: object) -> None:
-    """A worker starting (after an outage, say) sends again the jobs the broker never got or lost."""
+def _sweep(**kwargs: object) -> None:
+    """A worker starting (after an outage, say) takes back and sends again the jobs nobody holds."""
     try:
-        services.predictions_send_unsent()
-    except Exception:  # the database may be away too; the status page's polling will try again
-        logger.exception("Could not look for unsent prediction jobs")
+        outbox.sweep()
+    except Exception:  # the database may be away too; beat's next sweep tries again
+        logger.exception("Could not sweep the prediction jobs")
+
+
+class PredictTask(Task):
+    """Retries are declared on the task (`autoretry_for`, `retry_backoff`); these hooks record on the
+    row what became of a try: queued again, or failed for good."""
+
+    @property
+    def max_retries(self) -> int:  # read per call, so that a test may change the setting
+        return settings.AGEGENDER_TASK_RETRIES
+
+    def retry(self, *args, **kwargs):
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject:  # the broker could not take the retry: the outbox sends it once it is back
+            jobs.prediction_retry_not_sent(prediction_id=self.request.args[0], job_id=self.request.id)
+            raise
+
+    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+        logger.warning("Prediction %s failed (%s); it is to be tried again", args[0], exc)
+        jobs.prediction_retry_later(prediction_id=args[0], job_id=task_id)
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        """Out of tries, or out of time: its sender may try again, the reason was not the photo."""
+        timed_out = isinstance(exc, SoftTimeLimitExceeded)
+        jobs.prediction_fail(
+            prediction_id=args[0],
+            error=TOO_LONG if timed_out else PASSING_FAULT,
+            retryable=True,
+            job_id=task_id,
+        )
 
 
 @shared_task(
     bind=True,
+    base=PredictTask,
     name=settings.AGEGENDER_PREDICT_TASK,
     acks_late=True,  # a job whose worker dies mid-way goes back to the queue ...
     reject_on_worker_lost=True,  # ... instead of being acknowledged as if it had run
     soft_time_limit=settings.AGEGENDER_TASK_SOFT_TIME_LIMIT,
     time_limit=settings.AGEGENDER_TASK_TIME_LIMIT,
     ignore_result=True,
+    # Any error but the photo's (storage or database away for a moment, a bug) is tried again later,
+    # after AGEGENDER_TASK_RETRY_DELAY seconds, doubling; out of tries, `on_failure` marks it failed.
+    autoretry_for=(Exception,),
+    dont_autoretry_for=(SoftTimeLimitExceeded,),
+    retry_backoff=settings.AGEGENDER_TASK_RETRY_DELAY,
+    retry_backoff_max=600,
+    retry_jitter=False,
 )
 def predict(self: Task, prediction_id: str) -> str:
-    """Estimate age and gender for every face of one prediction. Safe to run twice (faces are replaced).
-
-    A photo the engine cannot read fails for good, with the engine's reason. Any other error (storage or
-    database away for a moment, a bug) is tried again `AGEGENDER_TASK_RETRIES` times, later, before the
-    photo is marked failed; such a failure, and a photo that took too long, its sender may try again."""
+    """Estimate age and gender for every face of one prediction. A message that is no longer the row's
+    (sent again since) does nothing; a job run twice records one result (`predictions.jobs`). A photo
+    the engine cannot read fails for good, with the engine's reason."""
     try:
         uuid.UUID(str(prediction_id))
     except ValueError:
         logger.warning("Ignoring a job with a malformed prediction id %r", prediction_id)
         return "ignored"
-    try:
-        prediction = services.prediction_start(prediction_id=prediction_id)
-    except Exception as exc:  # the database away: nothing can be recorded, so only the broker keeps the job
-        if self.request.retries >= settings.AGEGENDER_TASK_RETRIES:
-            raise  # logged by Celery; the row stays queued and is sent again after AGEGENDER_RESEND_AFTER
-        logger.warning("Could not start prediction %s (%s); it is to be tried again", prediction_id, exc)
-        raise self.retry(countdown=_retry_delay(self), max_retries=settings.AGEGENDER_TASK_RETRIES) from exc
+    job_id = self.request.id
+    prediction = jobs.prediction_start(prediction_id=prediction_id, job_id=job_id)
     if prediction is None:
-        logger.info("Prediction %s is gone (deleted before it ran); nothing to do", prediction_id)
+        logger.info("Prediction %s: gone, finished or sent again since; nothing to do", prediction_id)
         return "gone"
+    with leased(prediction_id, job_id):
+        return _run(prediction, job_id)
+
+
+def _run(prediction: Prediction, job_id: str | None) -> str:
+    from ml import ImageError  # light: `ml` imports TensorFlow only in Predictor.load()
+    from ml.images import decode_photo
+
     try:
-        return _run(prediction)
-    except SoftTimeLimitExceeded:
-        services.prediction_fail(
-            prediction_id=prediction_id, error="The photo took too long to process.", retryable=True
-        )
-        return "failed"
-    except Exception:
-        tries_left = settings.AGEGENDER_TASK_RETRIES - self.request.retries
-        logger.exception(
-            "Prediction %s failed unexpectedly (%s)",
-            prediction_id,
-            f"to be tried again, {tries_left} time(s) more" if tries_left > 0 else "no tries left",
-        )
-        if tries_left > 0 and _retry_later(self, prediction_id):
-            return "retrying"
-        services.prediction_fail(
-            prediction_id=prediction_id,
-            error="Something went wrong while processing this photo.",
-            retryable=True,
+        with prediction.image.open("rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        jobs.prediction_fail(
+            prediction_id=prediction.id, error="The uploaded photo is missing from storage.", job_id=job_id
         )
         return "failed"
 
-
-def _retry_delay(task: Task) -> int:
-    """Seconds before the next try: AGEGENDER_TASK_RETRY_DELAY, doubled for each try already made."""
-    return settings.AGEGENDER_TASK_RETRY_DELAY * 2**task.request.retries
-
-
-def _retry_later(task: Task, prediction_id: str) -> bool:
-    """Hand the job back to the broker, to run again after a delay that doubles with each try. False when
-    the row is gone. A broker that cannot take it leaves the job unsent, for `send_unsent` to send."""
-    if services.prediction_retry_later(prediction_id=prediction_id) is None:
-        return False
+    predictor = get_predictor()
+    started = time.perf_counter()
     try:
-        task.retry(countdown=_retry_delay(task), max_retries=settings.AGEGENDER_TASK_RETRIES, throw=False)
-    except Exception as exc:
-        logger.warning(
-            "Could not queue prediction %s again (%s); it stays queued, unsent", prediction_id, exc
+        photo = decode_photo(data, max_side=WORK_MAX_SIDE)  # the one decode: engine and renditions
+        del data
+        faces = predictor.predict(photo, whole_image_fallback=prediction.as_one_face)
+    except ImageError as exc:
+        jobs.prediction_fail(
+            prediction_id=prediction.id, error=str(exc), model_version=predictor.model_version, job_id=job_id
         )
-        services.prediction_retry_not_sent(prediction_id=prediction_id)
-    return True
+        return "failed"
+    inference_ms = round((time.perf_counter() - started) * 1000)
+
+    made = renditions(photo)
+    done = jobs.prediction_finish(
+        job_id=job_id,
+        prediction_id=prediction.id,
+        faces=faces,
+        model_version=predictor.model_version,
+        image_width=photo.width,
+        image_height=photo.height,
+        inference_ms=inference_ms,
+        thumbnail_jpeg=made.thumbnail_jpeg,
+        display_jpeg=made.display_jpeg,
+    )
+    return "done" if done is not None else "gone"
 
 
-@shared_task(name=settings.AGEGENDER_SEND_UNSENT_TASK, ignore_result=True)
-def send_unsent() -> int:
-    """Periodic (beat): send again the jobs the broker never got, or lost."""
-    return services.predictions_send_unsent()
+@shared_task(name=settings.AGEGENDER_SWEEP_TASK, ignore_result=True)
+def sweep() -> int:
+    """Periodic (beat): take back the jobs of dead workers, send the jobs nobody holds."""
+    return outbox.sweep()
 
 
 @shared_task(name=settings.AGEGENDER_HOUSEKEEPING_TASK, ignore_result=True)
@@ -124,40 +163,3 @@ def housekeeping() -> dict[str, int]:
 def delete_orphaned_files() -> int:
     """Periodic (beat, daily): delete stored files that no prediction names any more."""
     return services.files_delete_orphaned()
-
-
-def _run(prediction: Prediction) -> str:
-    from ml import ImageError  # light: `ml` imports TensorFlow only in Predictor.load()
-
-    try:
-        with prediction.image.open("rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        services.prediction_fail(
-            prediction_id=prediction.id, error="The uploaded photo is missing from storage."
-        )
-        return "failed"
-
-    predictor = get_predictor()
-    started = time.perf_counter()
-    try:
-        faces = predictor.predict(data, whole_image_fallback=prediction.as_one_face)
-    except ImageError as exc:
-        services.prediction_fail(
-            prediction_id=prediction.id, error=str(exc), model_version=predictor.model_version
-        )
-        return "failed"
-    inference_ms = round((time.perf_counter() - started) * 1000)
-
-    upright = upright_size_and_thumbnail(data)
-    done = services.prediction_finish(
-        prediction_id=prediction.id,
-        faces=[face.to_dict() for face in faces],
-        model_version=predictor.model_version,
-        image_width=upright.width,
-        image_height=upright.height,
-        inference_ms=inference_ms,
-        thumbnail_jpeg=upright.thumbnail_jpeg,
-        display_jpeg=upright.display_jpeg,
-    )
-    return "done" if done is not None else "gone"

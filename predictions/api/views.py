@@ -129,8 +129,6 @@ class PredictionViewSet(
     def retrieve(self, request: Request, *args: object, **kwargs: object) -> Response:
         prediction = self.get_object()
         wait = _wait_seconds(request.query_params.get("wait", "0"))
-        if services.prediction_may_be_unsent(prediction):  # the broker was away: asking sends it again
-            services.predictions_send_unsent(prediction_ids=[prediction.id])
         if wait and not prediction.is_finished:
             prediction = prediction_wait(prediction, seconds=wait)
         response = Response(self.get_serializer(prediction).data)

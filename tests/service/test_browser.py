@@ -185,10 +185,10 @@ def test_a_photo_that_failed_through_our_fault_is_tried_again_on_request(
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tests.conftest import Fault
+    from tests.conftest import Fault, retry_at_once
 
-    settings.AGEGENDER_TASK_RETRIES, settings.AGEGENDER_TASK_RETRY_DELAY = 1, 0
-    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", Fault(times=2))
+    retry_at_once(monkeypatch, settings, retries=1)
+    monkeypatch.setattr("worker.tasks.renditions", Fault(times=2))
     photo = tmp_path / "astronaut.jpg"
     photo.write_bytes(astronaut_jpeg)
     choose_and_send(browser, live_server, photo)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
-from predictions.services import in_reading_order
+from predictions.models import in_reading_order
 
 
-def face(x: float, y: float, size: float = 100.0) -> dict:
-    return {"box": [x, y, x + size, y + size], "name": f"{x:.0f},{y:.0f}"}
+def face(x: float, y: float, size: float = 100.0) -> SimpleNamespace:
+    return SimpleNamespace(box=(x, y, x + size, y + size), name=f"{x:.0f},{y:.0f}")
 
 
 def test_a_group_photo_reads_row_by_row_left_to_right():
@@ -17,7 +18,7 @@ def test_a_group_photo_reads_row_by_row_left_to_right():
     front = [face(80, 420, 130), face(420, 400), face(760, 440, 80)]
     shuffled = back + front
     random.Random(4).shuffle(shuffled)
-    assert [f["name"] for f in in_reading_order(shuffled)] == [f["name"] for f in back + front]
+    assert [f.name for f in in_reading_order(shuffled)] == [f.name for f in back + front]
 
 
 def test_largest_first_is_not_the_order_shown():

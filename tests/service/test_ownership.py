@@ -198,7 +198,7 @@ def test_history_names_each_photos_first_faces(alice, alice_prediction, predicto
     faces = predictor.predict(face_grid_jpeg)
     services.prediction_finish(
         prediction_id=alice_prediction.id,
-        faces=[face.to_dict() for face in faces],
+        faces=faces,
         model_version="test",
         image_width=520,
         image_height=320,

@@ -100,7 +100,7 @@ def test_beat_schedules_the_upkeep_tasks_on_the_deployments_queue(settings):
     from agegender_site.celery import app
 
     tasks = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
-    assert set(tasks) == {"worker.send_unsent", "worker.housekeeping", "worker.delete_orphaned_files"}
+    assert set(tasks) == {"worker.sweep", "worker.housekeeping", "worker.delete_orphaned_files"}
     for name, entry in tasks.items():
         assert name in app.tasks
         assert entry["options"]["queue"] == settings.CELERY_TASK_DEFAULT_QUEUE  # what workers read

@@ -16,17 +16,16 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from predictions import services
+from predictions import jobs, services
 from predictions.models import Prediction
-from tests.conftest import Fault, _point_celery_at, nowhere_broker_url, wait_until_finished
+from tests.conftest import Fault, _point_celery_at, nowhere_broker_url, retry_at_once, wait_until_finished
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 @pytest.fixture
-def quick_retries(settings) -> None:
-    settings.AGEGENDER_TASK_RETRIES = 1
-    settings.AGEGENDER_TASK_RETRY_DELAY = 0
+def quick_retries(monkeypatch, settings) -> None:
+    retry_at_once(monkeypatch, settings, retries=1)
 
 
 def upload(client, astronaut_jpeg: bytes) -> Prediction:
@@ -45,7 +44,7 @@ def test_a_passing_fault_is_retried_by_the_worker_and_the_photo_is_read(
     client, celery_worker, quick_retries, monkeypatch, astronaut_jpeg
 ):
     fault = Fault(times=1)
-    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
+    monkeypatch.setattr("worker.tasks.renditions", fault)
 
     prediction = upload(client, astronaut_jpeg)
     payload = wait_until_finished(client, prediction.id)
@@ -61,7 +60,7 @@ def test_a_lasting_fault_fails_the_photo_and_its_sender_may_try_again(
     client, celery_worker, quick_retries, monkeypatch, astronaut_jpeg, private_media
 ):
     fault = Fault(times=2)  # the first run and its one retry
-    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
+    monkeypatch.setattr("worker.tasks.renditions", fault)
     prediction = upload(client, astronaut_jpeg)
 
     payload = wait_until_finished(client, prediction.id)
@@ -93,20 +92,20 @@ def test_a_retry_the_broker_cannot_take_is_sent_once_it_is_back(
     client, celery_worker, quick_retries, monkeypatch, astronaut_jpeg
 ):
     """Redis goes away just as the job fails: the retry cannot be handed over, and the row says so (queued,
-    unsent), so that the page's polling sends it once Redis is back."""
+    unsent), so that the outbox sends it once Redis is back."""
     from agegender_site.celery import app
 
     good, nowhere = app.conf.broker_url, nowhere_broker_url()
     fault = Fault(times=1, then=lambda: _point_celery_at(nowhere))  # Redis goes as the step fails
-    monkeypatch.setattr("worker.tasks.upright_size_and_thumbnail", fault)
+    monkeypatch.setattr("worker.tasks.renditions", fault)
     refused = threading.Event()  # set once the worker has marked the refused retry unsent
-    mark_unsent = services.prediction_retry_not_sent
+    mark_unsent = jobs.prediction_retry_not_sent
 
     def marked(**kwargs):
         mark_unsent(**kwargs)
         refused.set()
 
-    monkeypatch.setattr(services, "prediction_retry_not_sent", marked)
+    monkeypatch.setattr(jobs, "prediction_retry_not_sent", marked)
     try:
         prediction = upload(client, astronaut_jpeg)
         assert refused.wait(timeout=120)
@@ -117,7 +116,8 @@ def test_a_retry_the_broker_cannot_take_is_sent_once_it_is_back(
         _point_celery_at(good)
     Prediction.objects.filter(pk=prediction.pk).update(created_at=timezone.now() - timedelta(seconds=30))
 
-    payload = wait_until_finished(client, prediction.id)  # its polls send the job again
+    assert services.predictions_send_unsent() == 1  # as beat does every minute
+    payload = wait_until_finished(client, prediction.id)
 
     assert payload["status"] == "done" and payload["face_count"] == 1, payload
     assert fault.calls == 2
@@ -130,15 +130,15 @@ def test_a_job_that_cannot_reach_the_database_is_run_again_later(
     recorded, so the broker keeps the job and runs it again; the sender sees the photo read."""
     from django.db import OperationalError
 
-    real_start, calls = services.prediction_start, []
+    real_start, calls = jobs.prediction_start, []
 
-    def start_after_a_while(*, prediction_id):
-        calls.append(prediction_id)
+    def start_after_a_while(**kwargs):
+        calls.append(kwargs)
         if len(calls) == 1:
             raise OperationalError("could not connect to server (injected by the test)")
-        return real_start(prediction_id=prediction_id)
+        return real_start(**kwargs)
 
-    monkeypatch.setattr(services, "prediction_start", start_after_a_while)
+    monkeypatch.setattr(jobs, "prediction_start", start_after_a_while)
     prediction = upload(client, astronaut_jpeg)
 
     payload = wait_until_finished(client, prediction.id)

@@ -1,16 +1,16 @@
-"""`python manage.py send_unsent`: send again the jobs the broker never got or lost (for cron, or by hand
-after a Redis outage; workers also do it as they start)."""
+"""`python manage.py send_unsent`: the outbox's sweep, by hand (beat runs it, and every worker as it
+starts): take back the jobs of dead workers, send the jobs nobody holds."""
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from predictions import services
+from predictions import outbox
 
 
 class Command(BaseCommand):
-    help = "Send again the jobs of queued predictions that the broker never got, or lost."
+    help = "Send again the jobs of queued predictions that nobody holds (never got, or lost, by the broker)."
 
     def handle(self, *args: object, **options: object) -> None:
-        sent = services.predictions_send_unsent()
+        sent = outbox.sweep()
         self.stdout.write(f"Sent {sent} job{'s' if sent != 1 else ''} again.")

@@ -1,0 +1,102 @@
+"""Peak memory of a worker process reading the largest photos the site accepts, each in a fresh process
+as a worker's job would read it (`worker.tasks._run`'s one decode, the engine, the renditions).
+
+    .venv/bin/python bench/worker_memory.py [--side 7000]
+
+Prints, per photo, the process's resident memory once the model is loaded (and its peak while loading),
+and its peak while reading the photo (Linux: the high-water mark is reset after the load)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+JOB = """
+import io, json, sys, time
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) // 1024
+sys.path.insert(0, {root!r})
+import os; os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agegender_site.settings")
+import django; django.setup()
+from ml.images import decode_photo
+from worker.images import WORK_MAX_SIDE, renditions
+from worker.model import get_predictor, return_large_blocks_to_the_system
+return_large_blocks_to_the_system()  # as `worker.tasks` does
+predictor = get_predictor()
+loading_peak, loaded = status("VmHWM"), status("VmRSS")
+from skimage import data as samples  # a first, small job: the detector's graphs are traced once
+predictor.predict(decode_photo(samples.astronaut(), max_side=WORK_MAX_SIDE))
+warm = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM
+data = open(sys.argv[1], "rb").read()
+started = time.perf_counter()
+photo = decode_photo(data, max_side=WORK_MAX_SIDE)
+del data
+faces = predictor.predict(photo)
+renditions(photo)
+print(json.dumps({{"loaded_mb": loaded, "loading_peak_mb": loading_peak, "warm_mb": warm,
+                  "peak_mb": status("VmHWM"), "faces": len(faces),
+                  "seconds": round(time.perf_counter() - started, 1)}}))
+"""
+
+
+def _photos(side: int, folder: Path) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    face = Image.fromarray(data.astronaut())
+    canvas = Image.new("RGB", (side, side), (200, 190, 180))
+    canvas.paste(face.resize((side // 4, side // 4)), (side // 3, side // 3))
+    noise = np.random.default_rng(0).integers(0, 40, (side, side, 3), dtype=np.uint8)
+    noisy = Image.fromarray(np.clip(np.asarray(canvas, np.int16) + noise, 0, 255).astype(np.uint8))
+    paths = []
+    for name, image, kind in (
+        ("smooth.png", canvas, "PNG"),
+        ("rgba.png", canvas.convert("RGBA"), "PNG"),
+        ("noisy.jpg", noisy, "JPEG"),
+        ("noisy.webp", noisy, "WEBP"),
+    ):
+        buffer = io.BytesIO()
+        image.save(buffer, format=kind, **({"quality": 90} if kind != "PNG" else {}))
+        path = folder / name
+        path.write_bytes(buffer.getvalue())
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--side", type=int, default=7000, help="photos side×side pixels (7000: 49 MP)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        for path in _photos(args.side, Path(folder)):
+            result = subprocess.run(
+                [sys.executable, "-c", JOB.format(root=str(ROOT)), str(path)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            )
+            figures = json.loads(result.stdout.strip().splitlines()[-1])
+            size_mb = path.stat().st_size / 1e6
+            print(
+                f"{path.name:11} {args.side}x{args.side} {size_mb:6.1f} MB: model loaded "
+                f"{figures['loaded_mb']} MB (peak while loading {figures['loading_peak_mb']} MB), after a "
+                f"first small photo {figures['warm_mb']} MB, "
+                f"peak while reading the photo {figures['peak_mb']} MB, {figures['faces']} face(s), "
+                f"{figures['seconds']} s"
+            )
+
+
+if __name__ == "__main__":
+    main()
