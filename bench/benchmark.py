@@ -5,7 +5,9 @@
 Two test photos are built from real images and encoded as JPEG, so every timing includes decoding:
 - `single`: 640×480 with one face (the astronaut portrait from `skimage.data`);
 - `group`: 1600×1200 with several faces (UTKFace crops of various sizes on a neutral background,
-  or astronaut copies where `../shared/datasets` is absent).
+  or astronaut copies where `../shared/datasets` is absent);
+- `selfie`: 1600×1200, seven astronaut faces, three of them cut through the middle by the frame's edge
+  (`bench/detector_recall.py`'s `cut_selfie`): faces found only, not timed.
 
 Each engine is measured in its own child process, so that load time (imports included) and peak
 memory belong to that engine alone. Figures, not pass/fail: this is not a test.
@@ -86,6 +88,14 @@ def group_photo() -> tuple[Image.Image, str]:
     return canvas, what
 
 
+def selfie_photo() -> Image.Image:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from detector_recall import cut_selfie
+
+    photo, _ = cut_selfie(_astronaut().crop((110, 20, 340, 250)), cut=0.5)
+    return Image.fromarray(photo)
+
+
 # ---------------------------------------------------------------------------------------------------
 # One engine, measured in this process
 # ---------------------------------------------------------------------------------------------------
@@ -150,6 +160,8 @@ def measure(
         "model_version": predictor.model_version,
         "load_s": round(time.perf_counter() - start, 3),
     }
+    if "selfie" in photos:  # faces found only
+        figures["selfie_faces"] = len(predictor.predict(photos.pop("selfie")))
     for name, photo in photos.items():
         faces = predictor.predict(photo)  # warm-up: first call compiles / allocates
         predictor.predict(photo)
@@ -181,13 +193,14 @@ _ROWS = (
     ("single 640×480: of which face detection, ms", "single_detect_ms", "{:.1f}"),
     ("group 1600×1200: faces found", "group_faces", "{}"),
     ("group 1600×1200: warm median ms/image", "group_ms", "{:.1f}"),
+    ("selfie 1600×1200, 7 faces, 3 cut by the frame: faces found", "selfie_faces", "{}"),
     (f"model only: ms/face in a batch of {CHIP_BATCH}", "chip_ms_per_face", "{:.2f}"),
     ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
 )
 
 
 def _photos(folder: Path) -> dict[str, bytes]:
-    return {name: (folder / f"{name}.jpg").read_bytes() for name in ("single", "group")}
+    return {name: (folder / f"{name}.jpg").read_bytes() for name in ("single", "group", "selfie")}
 
 
 def _run_child(engine: str, folder: Path, repeat: int, model_dir: Path | None) -> dict[str, Any]:
@@ -206,14 +219,23 @@ def _run_child(engine: str, folder: Path, repeat: int, model_dir: Path | None) -
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+#: Rows where "ours / peer" is worth printing (times and memory: below 1 is better).
+_RATIO_KEYS = {"load_s", "single_ms", "group_ms", "chip_ms_per_face", "peak_rss_mb"}
+
+
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     labels = list(results)
-    lines = ["| figure | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
+    ratio = {"ours", "peer"} <= set(labels)
+    header = labels + (["ours / peer"] if ratio else [])
+    lines = ["| figure | " + " | ".join(header) + " |", "| --- |" + " ---: |" * len(header)]
     for title, key, fmt in _ROWS:
         cells = []
         for label in labels:
             value = results[label].get(key)
             cells.append("–" if value is None else fmt.format(value))
+        if ratio:
+            ours, peer = results["ours"].get(key), results["peer"].get(key)
+            cells.append(f"{ours / peer:.2f}×" if key in _RATIO_KEYS and ours and peer else "")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     for label, figures in results.items():
         for key in ("chip_note", "error"):
@@ -246,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         group, what = group_photo()
         (folder / "single.jpg").write_bytes(_jpeg(single_photo()))
         (folder / "group.jpg").write_bytes(_jpeg(group))
+        (folder / "selfie.jpg").write_bytes(_jpeg(selfie_photo()))
         print(
             f"photos: single 640×480 astronaut; group 1600×1200 with {what}; {args.repeat} timed calls each"
         )
@@ -256,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         engines = ([] if args.peer_only else ["ours"]) + (["peer"] if args.peer or args.peer_only else [])
         results = {engine: _run_child(engine, folder, args.repeat, args.model_dir) for engine in engines}
     print(format_table(results))
+    print("\nload average at the end: " + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

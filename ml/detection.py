@@ -47,7 +47,7 @@ MTCNN_WINDOW_PX = 12
 _PAD_BELOW = 400
 _PAD_SHARE = 0.2
 #: The frame-cut search (see the module's docstring): detection size, mirrored border, smallest face there.
-CUT_MAX_SIDE = 400
+CUT_MAX_SIDE = 320
 CUT_PAD_SHARE = 0.2
 #: (20, the package's default: with some other values, such as 24, it finds nothing in some photos)
 CUT_MIN_FACE_PX = 20
