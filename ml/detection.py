@@ -49,7 +49,9 @@ _PAD_SHARE = 0.2
 #: The frame-cut search (see the module's docstring): detection size, mirrored border, smallest face there.
 CUT_MAX_SIDE = 320
 CUT_PAD_SHARE = 0.2
-#: (20, the package's default: with some other values, such as 24, it finds nothing in some photos)
+#: (20, the package's default, at most: above it, `mtcnn` 1.0.0's pyramid can end under PNet's 12-px
+#: window for some photo sizes, and then it raises and the photo gets no face at all; search larger
+#: faces with a smaller `CUT_MAX_SIDE` instead)
 CUT_MIN_FACE_PX = 20
 #: ... and at least this share of its box inside the photo.
 CUT_MIN_SEEN = 0.4
