@@ -80,3 +80,24 @@ def test_a_cut_face_gets_an_age_and_gender(engine, recall_bench, loose_face):
     faces = engine.predict(to_jpeg(photo))
     assert len(faces) == 7
     assert all(f.gender == "female" and 15 <= f.age <= 70 for f in faces)
+
+
+def test_handing_mtcnn_one_tensor_finds_the_same_faces_to_the_bit(
+    engine, recall_bench, loose_face, astronaut
+):
+    import mtcnn.mtcnn as package
+
+    photos = [astronaut, recall_bench.cut_selfie(loose_face, cut=0.5)[0], astronaut[:200, 130:330]]
+    once = package.standarize_batch
+    assert once.once
+    fast = [engine.detector.detect(photo) for photo in photos]
+    package.standarize_batch = once.plain
+    try:
+        plain = [engine.detector.detect(photo) for photo in photos]
+    finally:
+        package.standarize_batch = once
+    assert [len(f) for f in fast] == [len(p) for p in plain] == [1, 7, 1]
+    for ours, theirs in zip(fast, plain, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.box == b.box and a.confidence == b.confidence
+            assert np.array_equal(a.landmarks, b.landmarks)
