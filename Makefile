@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format migrate worker web screenshot
+.PHONY: run test lint format migrate superuser worker web screenshot
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ format: $(VENV)/.installed-dev
 
 migrate: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
+
+## superuser: an account for the admin (/admin/), asked for interactively
+superuser: migrate
+	$(PY) manage.py createsuperuser
 
 worker: $(VENV)/.installed
 	$(PY) -m celery -A agegender_site.celery:app worker --loglevel=INFO --concurrency=1

@@ -1,7 +1,7 @@
 """Response headers that keep the pages safe to show: a Content-Security-Policy (scripts only from this
-site, so injected markup cannot run script) and a Permissions-Policy (the site needs no camera or
-location). Django's SecurityMiddleware and XFrameOptionsMiddleware add nosniff, the referrer policy
-and frame denial."""
+site, so injected markup cannot run script) and a Permissions-Policy (the camera for this site's own
+upload page, "Take a photo"; no microphone or location). Django's SecurityMiddleware and
+XFrameOptionsMiddleware add nosniff, the referrer policy and frame denial."""
 
 from __future__ import annotations
 
@@ -51,5 +51,5 @@ class SecurityHeadersMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", self.policy)
-        response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        response.headers.setdefault("Permissions-Policy", "camera=(self), microphone=(), geolocation=()")
         return response

@@ -2,7 +2,7 @@
 
 With no environment at all the site runs locally: SQLite, private files under `var/media`, Redis at
 redis://127.0.0.1:6379/0. `DATABASE_URL` switches to PostgreSQL; `AGEGENDER_S3_BUCKET` switches the
-uploaded images to S3 (or MinIO with `AGEGENDER_S3_ENDPOINT_URL`). See README.md for the full table.
+uploaded images to S3 (or MinIO with `AGEGENDER_S3_ENDPOINT_URL`). docs/configuration.md has them all.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "predictions",
 ]
 
@@ -43,6 +44,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "agegender_site.security.SecurityHeadersMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out login
 ]
 
 if not DEBUG:  # runserver serves static files itself; gunicorn gets them from WhiteNoise
@@ -151,13 +153,57 @@ AGEGENDER_ALLOWED_EXTENSIONS = env_list(
 # proxies set AGEGENDER_TRUSTED_PROXIES=N, so that the client's address is read from X-Forwarded-For.
 AGEGENDER_UPLOADS_PER_HOUR = env_int("AGEGENDER_UPLOADS_PER_HOUR", 300)
 AGEGENDER_TRUSTED_PROXIES = env_int("AGEGENDER_TRUSTED_PROXIES", 0)
+# A photo's cost to the worker grows with its pixels (~0.13 s a megapixel), so the allowance counts them
+# too (0: no limit), and one upload may not hold more than AGEGENDER_MAX_UPLOAD_MEGAPIXELS in all (20
+# phone photos of 12 MP fit): the photos past it are refused before they are decoded.
+AGEGENDER_MEGAPIXELS_PER_HOUR = env_int("AGEGENDER_MEGAPIXELS_PER_HOUR", 2000)
+AGEGENDER_MAX_UPLOAD_PIXELS = env_int("AGEGENDER_MAX_UPLOAD_MEGAPIXELS", 250) * 1_000_000
 AGEGENDER_MAX_IMAGE_PIXELS = env_int("AGEGENDER_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000
+# ExifTool removes where a photo was taken before it is stored (Debian: libimage-exiftool-perl).
+AGEGENDER_EXIFTOOL = env_str("AGEGENDER_EXIFTOOL", "exiftool")
 # The upload form refuses a batch of more than AGEGENDER_MAX_FILES_PER_UPLOAD photos with a message; only a
 # request of more files than this is refused by Django before the view (a 400 page), as abuse.
 DATA_UPLOAD_MAX_NUMBER_FILES = max(100, 5 * AGEGENDER_MAX_FILES_PER_UPLOAD)
 # Request bodies' non-file fields above this are refused before the view; files stream to disk above the next.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Django's own handlers, keeping a file name's length as sent (a name too long is refused with a message).
+FILE_UPLOAD_HANDLERS = [
+    "predictions.upload_handlers.MemoryHandler",
+    "predictions.upload_handlers.TemporaryFileHandler",
+]
+
+# --- The API (Django REST framework; docs/api.md) --------------------------------------------------
+INSTALLED_APPS += [
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN)
+    "predictions.api",
+]
+REST_FRAMEWORK = {
+    # A token first, so that a request without credentials is answered 401 with WWW-Authenticate.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "predictions.api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",  # the site's own pages (CSRF checked)
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Age & gender estimator API",
+    "DESCRIPTION": "Send photos; get every face's box, age (with a likely range) and gender (docs/api.md).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# The longest `POST /analyze` waits for its photo's job before answering 503 (the job goes on); as
+# `?wait=` on the API, at most 30 s, so that a waiting request never holds a web thread for long.
+AGEGENDER_ANALYZE_WAIT_SECONDS = 30
 
 # --- Celery: Redis broker, JSON only, one job at a time per worker process ----------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -226,8 +272,32 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Django's own "django" logger writes to the console too (when DEBUG is on): its messages go to the
+    # root's handler only, not twice. mail_admins is not used (no email is set up).
+    "loggers": {"django": {"handlers": [], "level": env_str("LOG_LEVEL", "INFO"), "propagate": True}},
 }
 
-if not DEBUG:
-    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# --- HTTPS: on by default in production (DJANGO_DEBUG=0); docker-compose.yml turns it off for plain HTTP
+# on localhost. Behind a proxy that ends TLS, DJANGO_SECURE_PROXY_SSL_HEADER names the header it sets to
+# "https" (e.g. X-Forwarded-Proto); only set it when the proxy always sets or strips that header.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+_PROXY_SSL_HEADER = env_str("DJANGO_SECURE_PROXY_SSL_HEADER", "").strip()
+if _PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- Login throttling (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one account from one
+# address, that pair is refused for an hour; the address is the one the upload allowance counts.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("AGEGENDER_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = 1  # hour
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "predictions.ratelimit.client_address"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False

@@ -60,7 +60,7 @@ def single_photo() -> Image.Image:
 
 
 def _group_faces() -> tuple[list[Image.Image], str]:
-    from ml.data import DATASETS_DIR, read_labels
+    from ml.training.data import DATASETS_DIR, read_labels
 
     folder = DATASETS_DIR / "utkface"
     if folder.is_dir():
@@ -155,7 +155,7 @@ def measure(
     `predict` on each photo and the model alone."""
     start = time.perf_counter()
     if engine == "peer":
-        from ml.peer import PeerPredictor
+        from ml.training.peer import PeerPredictor
 
         predictor: Any = PeerPredictor.load()
     else:

@@ -29,8 +29,8 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.data import DATASETS_DIR, read_labels  # noqa: E402
 from ml.detection import FaceDetector  # noqa: E402
+from ml.training.data import DATASETS_DIR, read_labels  # noqa: E402
 
 
 def compose(samples, rng: random.Random, faces: int, size=(1600, 1200), tiles=(90, 400), cut: float = 0.0):

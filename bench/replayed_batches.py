@@ -2,14 +2,14 @@
 
     python bench/replayed_batches.py [--model ml/models/default] [--seed 1337] [--fresh-seed 7] [--epochs 1]
 
-Runs the model's fine-tuning set-up (`ml.train._trainer` and `_fit`, the second schedule's weights) over
-the training split with the learning rate at 0, so that nothing changes, once drawing batches with
-`--seed` and once with `--fresh-seed`, and prints the training-mode figures of each epoch. Up to 2.2.1 every
-stage of `python -m ml train` drew its batches with the run's one seed (1337), so the first draw replays
-the batches the shipped model was fine-tuned on: if its figures are much better than the fresh draw's,
-the network has learnt those exact images, and a stage that replays them learns less from them. Since
-`ml.train.stage_seed` each stage draws its own. About 5 minutes an epoch and seed on a 2-core machine.
-Not a test.
+Runs the model's fine-tuning set-up (`ml.training.feeding.make_trainer` and
+`ml.training.fitting.fit_stage`, the second schedule's weights) over the training split with the
+learning rate at 0, so that nothing changes, once drawing batches with `--seed` and once with
+`--fresh-seed`, and prints the training-mode figures of each epoch. If the figures of the draw a model
+was fine-tuned on are much better than the fresh draw's, the network has learnt those exact images, and
+a stage that replays them learns less from them (why each stage draws its own since
+`ml.training.fitting.stage_seed`; ml/MODEL_CARD.md). About 5 minutes an epoch and seed on a 2-core
+machine. Not a test.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from ml.train import EpochLine, TrainConfig, _compile, _fit, _init_from, _trainer, fused_model, local_site
+    from ml.training.config import TrainConfig
+    from ml.training.feeding import make_trainer
+    from ml.training.fitting import EpochLine, compile_trainer, fit_stage
+    from ml.training.stages import fused_model, init_from_folder, local_site
 
     config = TrainConfig(cache_dir=args.cache_dir, init_from=args.model)
     site = local_site()
@@ -44,11 +47,11 @@ def main() -> None:
     for label, seed in (("replayed", args.seed), ("fresh", args.fresh_seed)):
         keras.utils.set_random_seed(seed)  # before the model is built: its dropout's generators
         model = fused_model(config, site)
-        _init_from(model, args.model)
-        trainer, augmenter = _trainer(model, config, seed)
-        _compile(trainer, config, 0.0, args.epochs, steps, 0.0)  # learning rate 0: the weights stay
+        init_from_folder(model, args.model)
+        trainer, augmenter = make_trainer(model, config, seed)
+        compile_trainer(trainer, config, 0.0, args.epochs, steps, 0.0)  # learning rate 0: the weights stay
         callbacks = [EpochLine(args.epochs, f"{label} (seed {seed})")]
-        _fit(trainer, train_set, few, config, args.epochs, callbacks, balance, augmenter, seed=seed)
+        fit_stage(trainer, train_set, few, config, args.epochs, callbacks, balance, augmenter, seed=seed)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml.alignment import eye_distance  # noqa: E402
-from ml.data import DATASETS_DIR, read_labels, split  # noqa: E402
 from ml.images import load_image  # noqa: E402
+from ml.training.data import DATASETS_DIR, read_labels, split  # noqa: E402
 
 BATCH = 16
 

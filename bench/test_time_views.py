@@ -108,9 +108,9 @@ def model_ms_per_face(predictor, views: tuple[str, ...], repeat: int = 10, batch
 
 def main(argv: list[str] | None = None) -> int:
     from ml import Predictor
-    from ml.data import DATASETS_DIR, read_labels, split
-    from ml.evaluate import spread_subset
     from ml.model import VIEWS
+    from ml.training.data import DATASETS_DIR, read_labels, split
+    from ml.training.evaluate import spread_subset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", action="append", type=Path, help="labelled folders (validation split)")

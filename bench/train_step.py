@@ -5,11 +5,11 @@
 Three figures, milliseconds per step of B faces (64 px, random pixels, the recipe's losses and
 optimizer), after a first step that pays for compilation:
 - `plain`: the trunk alone, no augmentation;
-- `inside`: `ml.model.make_augmenter` as the trainer's first layer (what TensorFlow runs);
-- `outside` (JAX only): the trainer without it, fed by `ml.train._augmented_batches` (what JAX runs).
+- `inside`: `ml.training.augment.make_augmenter` as the trainer's first layer (what TensorFlow runs);
+- `outside` (JAX only): the trainer without it, fed by `ml.training.feeding.augmented_batches` (what
+  JAX runs).
 
-On a lent H100 with JAX (2026-11-26): plain 4.1 ms, inside 791 ms, the augmenter alone 1.2 ms
-(`outside` was written after that lease). Figures, not pass/fail: this is not a test.
+Figures measured on a lent H100 are in ml/MODEL_CARD.md. Figures, not pass/fail: this is not a test.
 """
 
 from __future__ import annotations
@@ -32,8 +32,12 @@ def main() -> None:
 
     import keras
 
-    from ml.model import make_augmenter, make_model
-    from ml.train import TrainConfig, _augmented_batches, _compile, age_weights
+    from ml.model import make_model
+    from ml.training.augment import make_augmenter
+    from ml.training.config import TrainConfig
+    from ml.training.feeding import augmented_batches
+    from ml.training.fitting import compile_trainer
+    from ml.training.losses import age_weights
 
     config = TrainConfig(batch_size=args.batch_size)
     rng = np.random.default_rng(0)
@@ -50,20 +54,20 @@ def main() -> None:
         model = make_model()
         image = keras.Input((64, 64, 3), name="image")
         trainer = keras.Model(image, model(make_augmenter()(image) if mode == "inside" else image))
-        _compile(trainer, config, 1e-3, 1, args.steps, warmup_epochs=0)
+        compile_trainer(trainer, config, 1e-3, 1, args.steps, warmup_epochs=0)
         batches = None
         if mode == "outside":
-            batches = _augmented_batches(x, y, weights, make_augmenter(), args.batch_size, seed=0)
+            batches = augmented_batches(x, y, weights, make_augmenter(), args.batch_size, seed=0)
         started = time.perf_counter()
-        _fit(trainer, 1, x, y, weights, args.batch_size, batches)
+        fit_stage(trainer, 1, x, y, weights, args.batch_size, batches)
         compiled = time.perf_counter() - started
         started = time.perf_counter()
-        _fit(trainer, args.steps, x, y, weights, args.batch_size, batches)
+        fit_stage(trainer, args.steps, x, y, weights, args.batch_size, batches)
         per_step = 1000 * (time.perf_counter() - started) / args.steps
         print(f"{mode:8s} {per_step:8.1f} ms a step  (first step, compiling: {compiled:.1f} s)", flush=True)
 
 
-def _fit(trainer, steps: int, x, y: dict, weights, batch_size: int, batches=None) -> None:
+def fit_stage(trainer, steps: int, x, y: dict, weights, batch_size: int, batches=None) -> None:
     if batches is not None:
         trainer.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
         return

@@ -16,7 +16,7 @@ CHIP_EXPAND = 1.4
 _CENTRE = np.array([56.0, 60.0])
 #: Two framings (geometries) of the same face. "chip": our own, loose (forehead to below the chin).
 #: "face": tighter and lower, the framing of dlib's `get_face_chip_details(shape, size, 0.2)` that the
-#: Cydral networks (`ml.cydral`) were trained on, measured by aligning 150 faces both ways (dlib's
+#: Cydral networks (`ml.training.cydral`) were trained on, measured by aligning 150 faces both ways (dlib's
 #: landmarks and chip vs. ours): the dlib chip is our chip's region [12.0, 17.5]–[52.0, 57.3] of 64 px
 #: (scale 1.609, rotation 0.5°, which is ignored).
 GEOMETRIES = {"chip": (_CENTRE, CHIP_EXPAND), "face": (np.array([56.2, 73.2]), 0.870)}

@@ -52,8 +52,22 @@ def _predict(args: argparse.Namespace) -> int:
     return status
 
 
+def _train(args: argparse.Namespace) -> int:
+    from ml.training.stages import run
+
+    return run(args)
+
+
+def _small_faces(args: argparse.Namespace) -> int:
+    from ml.training.finishing import run_small_faces
+
+    return run_small_faces(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from ml import evaluate, train
+    # the options come from light modules (no TensorFlow); the training code loads only when it runs
+    from ml.training import evaluate
+    from ml.training.config import add_arguments
 
     parser = argparse.ArgumentParser(prog="python -m ml", description="Age & gender estimation engine")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(handler=_predict)
 
     trainer = commands.add_parser("train", help="train a model on folders with labels.csv")
-    train.add_arguments(trainer)
-    trainer.set_defaults(handler=train.run)
+    add_arguments(trainer)
+    trainer.set_defaults(handler=_train)
 
     evaluator = commands.add_parser("evaluate", help="accuracy and speed on folders with labels.csv")
     evaluate.add_arguments(evaluator)
@@ -85,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     small.add_argument("--data", action="append", help="training folders (default: the shared datasets)")
     small.add_argument("--cache-dir", default="var/cache")
     small.add_argument("--version", default=None, help="the model's new version in the manifest")
-    small.set_defaults(handler=train.run_small_faces)
+    small.set_defaults(handler=_small_faces)
     return parser
 
 

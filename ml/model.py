@@ -20,7 +20,7 @@ _TTA_ZOOM = 0.9
 
 @keras.saving.register_keras_serializable(package="agegender")
 class ChannelPad(layers.Layer):
-    """Append `extra` zero channels (dlib's residual join onto a wider branch, see `ml.cydral`)."""
+    """Append `extra` zero channels (dlib's residual join onto a wider branch, see `ml.training.cydral`)."""
 
     def __init__(self, extra: int, **kwargs):
         super().__init__(**kwargs)
@@ -46,7 +46,8 @@ class LogitBlend(layers.Layer):
     """P(male) mixed from our head's probability and a second network's two-class logits, in logit space.
 
     `sigmoid((1 - weight) * logit(p) + weight * (z[male] - z[female]))`: with `weight` 0 it is our head
-    alone, with 1 the other network alone. `weight` is fitted after training (`ml.train.add_gender_expert`).
+    alone, with 1 the other network alone. `weight` is fitted after training
+    (`ml.training.finishing.add_gender_expert`).
     """
 
     def __init__(self, weight: float, male_index: int = 1, **kwargs):
@@ -117,7 +118,7 @@ def make_fused_model(trunk: keras.Model, age_net: keras.Model, gender_net: keras
 
     Inputs: `image`, our loose 64-px chip (geometry "chip"), into `trunk` (a `make_model` network, up to
     its pooled features); `face`, the tight 64-px chip (geometry "face", dlib's framing) into the Cydral
-    age network and, pooled to 32 px, into the Cydral gender network (`ml.cydral.port`). The three
+    age network and, pooled to 32 px, into the Cydral gender network (`ml.training.cydral.port`). The three
     feature vectors (256 + 256 + 16) are normalised, concatenated and read by the same heads as
     `make_model`'s.
     """
@@ -151,7 +152,7 @@ def expert_logits(expert: keras.Model, face):
 def with_gender_expert(model: keras.Model, expert: keras.Model, weight: float) -> keras.Model:
     """`model` (a fused model) with its gender output blended with a frozen `expert`'s (`LogitBlend`).
 
-    The expert is the original Cydral gender network (`ml.cydral.port`), which reads the tight face
+    The expert is the original Cydral gender network (`ml.training.cydral.port`), which reads the tight face
     chip pooled to 32 px as it was trained to; fine-tuning inside the fused model made our gender head
     better on UTKFace, while the untouched network stays better on East Asian faces (All-Age-Faces), and
     the blend keeps most of both. Age is passed through unchanged.
@@ -167,70 +168,6 @@ def with_gender_expert(model: keras.Model, expert: keras.Model, weight: float) -
 def backbones(model: keras.Model) -> list:
     """The pretrained parts of a fused model (frozen while its new heads warm up)."""
     return [layer for layer in model.layers if isinstance(layer, keras.Model)]
-
-
-class RandomDegrade(layers.Layer):
-    """Training only: each chip is blurred with probability `blur` (a Gaussian of σ 1.2 px mixed in at a
-    random strength), reduced in resolution with probability `low_res` (shrunk to half size and
-    enlarged back, as a face of a quarter of the pixels would be cut) and made grey with probability
-    `grey` (each 3-channel chip of a stack separately), each drawn on its own, so that some chips get
-    two or three: the soft, small and black-and-white faces real uploads bring and the datasets' crisp
-    crops rarely show. Identity at inference."""
-
-    def __init__(self, blur: float = 0.3, low_res: float = 0.15, grey: float = 0.1, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.blur, self.low_res, self.grey = blur, low_res, grey
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, x, training=False):
-        from keras import ops
-
-        if not training:
-            return x
-        n, height, width, channels = ops.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
-        draws = keras.random.uniform((n, 4), seed=self.seed_generator)
-        taps = ops.exp(-0.5 * (ops.arange(-2, 3, dtype="float32") / 1.2) ** 2)
-        kernel = ops.outer(taps, taps) / ops.sum(taps) ** 2
-        kernel = ops.tile(ops.reshape(kernel, (5, 5, 1, 1)), (1, 1, channels, 1))
-        blurred = ops.depthwise_conv(x, kernel, padding="same")
-        strength = ops.where(draws[:, 0] < self.blur, draws[:, 1], 0.0)
-        x = x + ops.reshape(strength, (-1, 1, 1, 1)) * (blurred - x)
-        small = ops.image.resize(x, (height // 2, width // 2), interpolation="bilinear", antialias=True)
-        coarse = ops.image.resize(small, (height, width), interpolation="bilinear")
-        x = ops.where(ops.reshape(draws[:, 2] < self.low_res, (-1, 1, 1, 1)), coarse, x)
-        groups = ops.reshape(x, (-1, height, width, channels // 3, 3))
-        luma = ops.sum(groups * ops.convert_to_tensor([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
-        grey = ops.reshape(ops.repeat(luma, 3, axis=-1), (-1, height, width, channels))
-        return ops.where(ops.reshape(draws[:, 3] < self.grey, (-1, 1, 1, 1)), grey, x)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "blur": self.blur,
-            "low_res": self.low_res,
-            "grey": self.grey,
-            "seed": self.seed,
-        }
-
-
-def make_augmenter(seed: int = 1337, degrade: bool = False) -> keras.Sequential:
-    """Training-time augmentation matching real uploads: framing, flips, tilts and light; with
-    `degrade`, also blur, low resolution and greyscale (`RandomDegrade`)."""
-    steps = [
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomRotation(0.03, fill_mode="reflect", seed=seed + 1),
-        layers.RandomZoom((-0.12, 0.12), fill_mode="reflect", seed=seed + 2),
-        layers.RandomTranslation(0.06, 0.06, fill_mode="reflect", seed=seed + 3),
-        layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 4),
-        layers.RandomContrast(0.2, value_range=(0, 255), seed=seed + 5),
-    ]
-    if degrade:
-        steps.append(RandomDegrade(seed=seed + 6, name="degrade"))
-    return keras.Sequential(steps, name="augment")
 
 
 def test_time_views(chips, views: tuple[str, ...] = VIEWS):

@@ -34,6 +34,12 @@ class FaceInline(admin.TabularInline):
         return False
 
 
+def _file_link(file: object, view: str, obj: Prediction) -> str:
+    if not file:
+        return "-"
+    return format_html('<a href="{}">{}</a>', reverse(view, args=[obj.pk]), file.name)
+
+
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
     list_display = (
@@ -52,9 +58,9 @@ class PredictionAdmin(admin.ModelAdmin):
     readonly_fields = (
         "id",
         "thumbnail_tag",
-        "image",
-        "thumbnail",
-        "display",
+        "image_link",
+        "thumbnail_link",
+        "display_link",
         "owner",
         "session_key",
         "original_name",
@@ -87,6 +93,19 @@ class PredictionAdmin(admin.ModelAdmin):
     def thumbnail_tag(self, obj: Prediction) -> str:
         url = reverse("predictions:thumbnail", args=[obj.pk])
         return format_html('<img src="{}" alt="" style="max-height:64px;max-width:96px">', url)
+
+    # The stored files have no public URL: the links go to the views that check who may see them.
+    @admin.display(description="Image")
+    def image_link(self, obj: Prediction) -> str:
+        return _file_link(obj.image, "predictions:original", obj)
+
+    @admin.display(description="Thumbnail")
+    def thumbnail_link(self, obj: Prediction) -> str:
+        return _file_link(obj.thumbnail, "predictions:thumbnail", obj)
+
+    @admin.display(description="Display copy")
+    def display_link(self, obj: Prediction) -> str:
+        return _file_link(obj.display, "predictions:image", obj)
 
     @admin.display(description="Owner", ordering="owner__username")
     def owner_display(self, obj: Prediction) -> str:

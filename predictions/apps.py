@@ -6,4 +6,4 @@ class PredictionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from predictions import signals  # noqa: F401  (connects the login and delete receivers)
+        from predictions import checks, signals  # noqa: F401  (registers the checks, connects the receivers)

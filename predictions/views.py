@@ -23,6 +23,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.paginator import Paginator
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
@@ -35,8 +36,10 @@ from predictions.forms import AccountDeleteForm, UploadForm
 from predictions.health import service_health
 from predictions.models import Prediction
 from predictions.ratelimit import refuse_upload
+from predictions.serializers import prediction_data
 from predictions.signals import VISITOR_KEY
-from predictions.uploads import UploadRejected, allowed_extensions_text, check_image_upload
+from predictions.upload_handlers import unreadable_upload_reason
+from predictions.uploads import allowed_extensions_text, check_image_upload, check_uploads
 
 HISTORY_PAGE_SIZE = 12
 MAX_RESULTS_PER_PAGE = 100
@@ -76,27 +79,9 @@ def _get_prediction_or_404(
 
 
 def status_payload(prediction: Prediction, *, with_queue: bool = True) -> dict:
-    """The JSON status shape; face fields are named as in `ml.Face.to_dict()`. `with_queue`: how many
-    photos are ahead of a waiting one (a query; of the moment, so not in an export)."""
-    faces = [face.to_dict() for face in prediction.faces.all()] if prediction.status == "done" else []
-    return {
-        "id": str(prediction.id),
-        "status": prediction.status,
-        "status_display": prediction.get_status_display(),
-        "error": prediction.error,
-        "finished": prediction.is_finished,
-        "model_version": prediction.model_version,
-        "image_width": prediction.image_width,
-        "image_height": prediction.image_height,
-        "face_count": len(faces),
-        "as_one_face": prediction.as_one_face,
-        "retryable": prediction.can_try_again,
-        **({"waiting_ahead": selectors.prediction_waiting_ahead(prediction)} if with_queue else {}),
-        "faces": faces,
-        "created_at": prediction.created_at.isoformat(),
-        "started_at": prediction.started_at.isoformat() if prediction.started_at else None,
-        "finished_at": prediction.finished_at.isoformat() if prediction.finished_at else None,
-    }
+    """The JSON status shape (`predictions.serializers`, shared with the API and the export). `with_queue`:
+    how many photos are ahead of a waiting one (a query; of the moment, so not in an export)."""
+    return prediction_data(prediction, with_queue=with_queue)
 
 
 @require_http_methods(["GET", "POST"])
@@ -105,20 +90,28 @@ def upload(request: HttpRequest) -> HttpResponse:
     reloading never uploads again); a file refused is named with its reason, and the others go on."""
     outcomes: list[UploadOutcome] = []
     if request.method == "POST":
-        form = UploadForm(request.POST, request.FILES)
-        if form.is_valid() and (refusal := refuse_upload(request, len(form.cleaned_data["images"]))):
+        try:
+            form = UploadForm(request.POST, request.FILES)
+        except MultiPartParserError as exc:  # e.g. a file name far too long: say so, not a bare 400
+            refused = [UploadOutcome(name="The upload", error=unreadable_upload_reason(exc))]
             if _wants_json(request):
-                return _refusals_json(errors=[refusal], status=429)
-            form.add_error("images", refusal)
-            return _upload_page(request, form, [], status=429)
+                return _refusals_json(errors=[refused[0].error])
+            return _upload_page(request, UploadForm(), refused, status=400)
+        # A client with nothing left this hour is told before its photos are read (nothing counted).
+        files = form.cleaned_data["images"] if form.is_valid() else []
+        if files and (refusal := refuse_upload(request, 1, only_look=True)):
+            return _over_allowance(request, form, refusal)
         if form.is_valid():
             owner, session_key = _uploader(request)
-            for upload_file in form.cleaned_data["images"]:
-                try:
-                    checked = check_image_upload(upload_file)
-                except UploadRejected as exc:
-                    outcomes.append(UploadOutcome(name=upload_file.name or "?", error=str(exc)))
-                    continue
+            checked_files = check_uploads(files)
+            outcomes = [
+                UploadOutcome(name=f.name or "?", error=c) for f, c in checked_files if isinstance(c, str)
+            ]
+            accepted_files = [(f, c) for f, c in checked_files if not isinstance(c, str)]
+            pixels = sum(checked.width * checked.height for _, checked in accepted_files)
+            if accepted_files and (refusal := refuse_upload(request, len(accepted_files), pixels)):
+                return _over_allowance(request, form, refusal)  # only accepted photos are counted
+            for upload_file, checked in accepted_files:
                 prediction = services.prediction_create(
                     upload=upload_file, checked=checked, owner=owner, session_key=session_key
                 )
@@ -149,6 +142,13 @@ def upload(request: HttpRequest) -> HttpResponse:
     return _upload_page(request, form, outcomes, status=status)
 
 
+def _over_allowance(request: HttpRequest, form: UploadForm, refusal: str) -> HttpResponse:
+    if _wants_json(request):
+        return _refusals_json(errors=[refusal], status=429)
+    form.add_error("images", refusal)
+    return _upload_page(request, form, [], status=429)
+
+
 def _refusals_json(
     *, errors: Sequence[str] = (), refused: Sequence[dict] = (), status: int = 400
 ) -> JsonResponse:
@@ -171,13 +171,14 @@ SAMPLE_NAME = "sample – Eileen Collins, NASA.jpg"
 @require_POST
 def sample(request: HttpRequest) -> HttpResponse:
     """Read the sample portrait exactly as an upload of it would be (checks, storage, the queue)."""
-    if refusal := refuse_upload(request, 1):
+    upload = SimpleUploadedFile(SAMPLE_NAME, Path(finders.find(SAMPLE_PHOTO)).read_bytes(), "image/jpeg")
+    checked = check_image_upload(upload)
+    if refusal := refuse_upload(request, 1, checked.width * checked.height):
         messages.error(request, refusal)
         return redirect("predictions:upload")
-    upload = SimpleUploadedFile(SAMPLE_NAME, Path(finders.find(SAMPLE_PHOTO)).read_bytes(), "image/jpeg")
     owner, session_key = _uploader(request)
     prediction = services.prediction_create(
-        upload=upload, checked=check_image_upload(upload), owner=owner, session_key=session_key
+        upload=upload, checked=checked, owner=owner, session_key=session_key
     )
     return redirect("predictions:detail", prediction_id=prediction.id)
 

@@ -84,19 +84,21 @@ def no_face_jpeg() -> bytes:
 def no_upload_rate_limit(settings) -> None:
     """The suite uploads far more than a person would in an hour; tests of the limit turn it on."""
     settings.AGEGENDER_UPLOADS_PER_HOUR = 0
+    settings.AGEGENDER_MEGAPIXELS_PER_HOUR = 0
 
 
 @pytest.fixture
-def upload_allowance(settings) -> Iterator[Callable[[int], None]]:
-    """Call the value to turn the hourly allowance on at that many photos. The counts go under a queue
-    name of the test's own, and are removed from the real Redis afterwards."""
+def upload_allowance(settings) -> Iterator[Callable[..., None]]:
+    """Call the value to turn the hourly allowance on at that many photos (and megapixels). The counts go
+    under a queue name of the test's own, and are removed from the real Redis afterwards."""
     import redis
 
     settings.AGEGENDER_QUEUE = queue = f"test-allowance-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(settings.REDIS_URL)  # now: a test may point REDIS_URL elsewhere
 
-    def turn_on(photos: int) -> None:
+    def turn_on(photos: int, megapixels: int = 0) -> None:
         settings.AGEGENDER_UPLOADS_PER_HOUR = photos
+        settings.AGEGENDER_MEGAPIXELS_PER_HOUR = megapixels
 
     yield turn_on
     for key in client.scan_iter(f"agegender:uploads:{queue}:*"):

@@ -66,24 +66,76 @@
         showPreviews();
       }
     });
-    // A picture pasted on the page (Ctrl+V: a screenshot, an image copied from another page) joins the
-    // photos chosen so far; browsers call every pasted picture "image.png", so each gets its own name.
+    // Pictures made on the page (pasted, or the camera's snapshots) join the photos chosen so far.
+    var addFiles = function (files) {
+      var transfer = new DataTransfer();
+      Array.prototype.forEach.call(input.files, function (file) { transfer.items.add(file); });
+      files.forEach(function (file) { transfer.items.add(file); });
+      input.files = transfer.files;
+      showPreviews();
+    };
+    // A picture pasted on the page (Ctrl+V: a screenshot, an image copied from another page); browsers
+    // call every pasted picture "image.png", so each gets its own name.
     var pasted = 0;
     document.addEventListener("paste", function (event) {
       var items = (event.clipboardData && event.clipboardData.files) || [];
       var pictures = Array.prototype.filter.call(items, function (file) { return /^image\//.test(file.type); });
       if (!pictures.length) return;
       event.preventDefault();
-      var transfer = new DataTransfer();
-      Array.prototype.forEach.call(input.files, function (file) { transfer.items.add(file); });
-      pictures.forEach(function (file) {
+      addFiles(pictures.map(function (file) {
         pasted += 1;
         var ext = (file.type.split("/")[1] || "png").replace("jpeg", "jpg");
-        transfer.items.add(new File([file], "pasted-" + pasted + "." + ext, { type: file.type }));
-      });
-      input.files = transfer.files;
-      showPreviews();
+        return new File([file], "pasted-" + pasted + "." + ext, { type: file.type });
+      }));
     });
+
+    // "Take a photo", only where the browser has a camera API: a live preview, then a snapshot (a JPEG)
+    // that joins the chosen photos and is sent as they are.
+    var camera = document.getElementById("camera");
+    if (camera && navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
+      var view = document.getElementById("camera-view");
+      var video = document.getElementById("camera-video");
+      var openButton = document.getElementById("camera-open");
+      var cameraStatus = document.getElementById("camera-status");
+      var stream = null;
+      var snapshots = 0;
+      var closeCamera = function () {
+        if (stream) stream.getTracks().forEach(function (track) { track.stop(); });
+        stream = null;
+        video.srcObject = null;
+        view.hidden = true;
+        openButton.hidden = false;
+      };
+      camera.hidden = false;
+      openButton.addEventListener("click", function () {
+        cameraStatus.textContent = "Opening the camera…";
+        navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: false })
+          .then(function (media) {
+            stream = media;
+            video.srcObject = media;
+            view.hidden = false;
+            openButton.hidden = true;
+            cameraStatus.textContent = "";
+          })
+          .catch(function (error) {
+            cameraStatus.textContent = "No camera could be opened (" + error.name + "). You can still choose photos.";
+          });
+      });
+      document.getElementById("camera-close").addEventListener("click", closeCamera);
+      document.getElementById("camera-snap").addEventListener("click", function () {
+        if (!video.videoWidth) { cameraStatus.textContent = "The camera is not ready yet."; return; }
+        var canvas = document.createElement("canvas");
+        canvas.width = video.videoWidth;
+        canvas.height = video.videoHeight;
+        canvas.getContext("2d").drawImage(video, 0, 0);
+        canvas.toBlob(function (blob) {
+          snapshots += 1;
+          addFiles([new File([blob], "camera-" + snapshots + ".jpg", { type: "image/jpeg" })]);
+          cameraStatus.textContent = "Photo taken: press Estimate to send it.";
+          closeCamera();
+        }, "image/jpeg", 0.92);
+      });
+    }
 
     // Refusals of a batch none of whose files was accepted, above the form (the files stay chosen).
     var showRefusals = function (data) {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.data import DATASETS_DIR
+from ml.training.data import DATASETS_DIR
 
 
 @pytest.fixture(scope="session")
@@ -37,5 +37,5 @@ def to_jpeg(array: np.ndarray, **kwargs) -> bytes:
 @pytest.fixture(scope="session")
 def datasets_dir() -> Path:
     if not (DATASETS_DIR / "utkface" / "labels.csv").is_file():
-        pytest.skip(f"the labelled datasets are not at {DATASETS_DIR} (set AGEGENDER_DATASETS)")
+        pytest.skip(f"needs the labelled datasets, expected at {DATASETS_DIR} (or set AGEGENDER_DATASETS)")
     return DATASETS_DIR

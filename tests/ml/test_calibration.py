@@ -9,11 +9,9 @@ from ml.calibration import (
     blurred_face_widening,
     chip_sharpness,
     expected_age,
-    fit_blurred_face_widening,
-    fit_interval_scale,
-    fit_small_face_widening,
     small_face_widening,
 )
+from ml.training.calibration import fit_blurred_face_widening, fit_interval_scale, fit_small_face_widening
 
 
 def gaussian_rows(centres: np.ndarray, widths: np.ndarray) -> np.ndarray:

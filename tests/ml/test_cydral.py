@@ -1,4 +1,5 @@
-"""The Cydral networks ported to Keras (`ml.cydral`) and the "face" framing they read, on a real face."""
+"""The Cydral networks ported to Keras (`ml.training.cydral`) and the "face" framing they read, on a real
+face."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ pytest.importorskip("onnx", reason="porting needs the onnx package (requirements
 @pytest.fixture(scope="module")
 def dlib_chips(astronaut):
     """The rival's own 64-px age chip and 32-px gender chip of the astronaut (dlib landmarks and crops)."""
-    from ml.peer import PeerPredictor
+    from ml.training.peer import PeerPredictor
 
-    frontend = PeerPredictor.load()._frontend
+    frontend = PeerPredictor.load().frontend
     rgb = np.ascontiguousarray(astronaut)
     (face,) = frontend.extract(rgb, frontend.detect(rgb))
     return face.age_chip, face.gender_chip
@@ -25,7 +26,7 @@ def dlib_chips(astronaut):
 def test_port_gives_the_onnx_networks_answers(task, dlib_chips):
     import onnxruntime
 
-    from ml.cydral import MEANS, bundled_onnx, port
+    from ml.training.cydral import MEANS, bundled_onnx, port
 
     chip = dlib_chips[0] if task == "age" else dlib_chips[1]
     rng = np.random.default_rng(3)
@@ -77,8 +78,8 @@ def test_gender_expert_blends_in_logit_space_and_survives_saving(engine, astrona
     import keras
     import onnxruntime
 
-    from ml.cydral import MEANS, bundled_onnx, port
     from ml.model import with_gender_expert
+    from ml.training.cydral import MEANS, bundled_onnx, port
 
     (found,) = engine.detector.detect_many([np.asarray(astronaut)])[0]
     chips = engine.chips_of(np.asarray(astronaut), found.landmarks)
@@ -124,7 +125,7 @@ def test_the_ported_age_network_can_be_trained_in_a_compiled_graph():
 
     script = """
 import numpy as np, tensorflow as tf
-from ml.cydral import bundled_onnx, port
+from ml.training.cydral import bundled_onnx, port
 net = port(bundled_onnx("age"), "cydral_age")
 x = tf.constant(np.random.default_rng(0).uniform(0, 255, (8, 64, 64, 3)).astype("float32"))
 @tf.function

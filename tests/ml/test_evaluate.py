@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from ml.data import DATASETS_DIR, Sample, age_bucket, read_labels, split
-from ml.evaluate import (
+from ml.training.data import DATASETS_DIR, Sample, age_bucket, read_labels, split
+from ml.training.evaluate import (
     Record,
     age_mae,
     cs_at,
@@ -147,7 +148,10 @@ def test_missing_labels_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     assert "labels.csv" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (DATASETS_DIR / "aaf-train").is_dir(), reason=f"{DATASETS_DIR}/aaf-train is absent")
+@pytest.mark.skipif(
+    not (DATASETS_DIR / "aaf-train").is_dir(),
+    reason=f"needs {DATASETS_DIR / 'aaf-train'} (or set AGEGENDER_DATASETS)",
+)
 def test_shared_datasets_default_to_their_validation_split() -> None:
     folder = DATASETS_DIR / "aaf-train"
     samples, splits = select_samples([folder], None)
@@ -155,3 +159,32 @@ def test_shared_datasets_default_to_their_validation_split() -> None:
     assert {s.key for s in samples} == {s.key for s in split(read_labels(folder))[1]}
     everything, _ = select_samples([folder], "all")
     assert len(everything) > len(samples)
+
+
+def test_signed_error_per_age_group_says_which_way_each_group_is_wrong() -> None:
+    records = [record(5, 9.0), record(7, 10.0), record(25, 23.0), record(25, 24.0), record(50, None)]
+    groups = summarize(records)["groups"]
+    assert groups["3-9"] == {"count": 2, "age_mae": 3.5, "signed_error": 3.5, "gender_accuracy": 1.0}
+    assert groups["20-29"]["signed_error"] == pytest.approx(-1.5) and groups["20-29"]["age_mae"] == 1.5
+    assert groups["45+"]["count"] == 0 and groups["45+"]["signed_error"] is None
+    report = format_report({"ours": {"model_version": "x", "datasets": {"set": summarize(records)}}})
+    assert "| 3-9 | 2 | +3.50 | 3.50 | 1.000 |" in report
+
+
+def test_scanned_and_cut_photos_through_the_peer(astronaut_folder: Path, tmp_path: Path) -> None:
+    """`--degrade`: every photo spoilt the same way for every model and run, then read end to end."""
+    from ml.training.scans import spoiled_photo
+
+    photo = next(p for p in sorted(astronaut_folder.iterdir()) if p.suffix == ".jpg")
+    scanned = spoiled_photo(photo, "scan", "k")
+    assert scanned == spoiled_photo(photo, "scan", "k") and scanned != spoiled_photo(photo, "scan", "j")
+    with Image.open(photo) as whole, Image.open(io.BytesIO(spoiled_photo(photo, "cut", "k"))) as cut:
+        assert cut.size != whole.size and (cut.width == whole.width or cut.height == whole.height)
+    out = tmp_path / "figures.json"
+    args = ["--data", str(astronaut_folder), "--peer-only", "--degrade", "scan", "--json", str(out)]
+    assert main(args) == 0
+    payload = json.loads(out.read_text())
+    assert payload["degrade"] == "scan"
+    figures = payload["results"]["peer"]["datasets"]["astronauts"]
+    assert figures["images"] == 4 and figures["errors"] == 1  # the broken file is still refused
+    assert figures["groups"]["30-44"]["count"] + figures["groups"]["45+"]["count"] >= 1

@@ -10,8 +10,8 @@ from PIL import Image
 from skimage import data
 
 from ml import Face, ImageError
-from ml.data import DATASETS_DIR, read_labels
-from ml.peer import PeerPredictor, distribution_interval
+from ml.training.data import DATASETS_DIR, read_labels
+from ml.training.peer import PeerPredictor, distribution_interval
 
 AGES = np.array([0.25, *range(1, 81)])
 
@@ -102,7 +102,10 @@ def test_predict_chips_runs_the_networks_on_aligned_chips(peer: PeerPredictor) -
     assert all(0 <= e.age_low < e.age_high <= 80.5 and e.gender in ("female", "male") for e in estimates)
 
 
-@pytest.mark.skipif(not (DATASETS_DIR / "utkface").is_dir(), reason=f"{DATASETS_DIR}/utkface is absent")
+@pytest.mark.skipif(
+    not (DATASETS_DIR / "utkface").is_dir(),
+    reason=f"needs {DATASETS_DIR / 'utkface'} (or set AGEGENDER_DATASETS)",
+)
 def test_finds_the_face_in_most_utkface_crops(peer: PeerPredictor) -> None:
     samples = sorted(read_labels(DATASETS_DIR / "utkface"), key=lambda s: s.key)[::2000]
     detected = [bool(peer.predict(s.path)) for s in samples]

@@ -1,4 +1,5 @@
-"""`python -m ml.remote`: training split by machine (pack here, fit there, finish here) on real portraits."""
+"""`python -m ml.training.remote`: training split by machine (pack here, fit there, finish here) on real
+portraits."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import sys
 
 import numpy as np
 
-from ml import remote
+from ml.training import remote
 from tests.ml.test_train import ROOT, tiny_folder  # noqa: F401  (the fixture)
 
 
 def test_chips_survive_the_trip(astronaut):
     chips = np.stack([astronaut[100:164, 180:244], astronaut[0:64, 0:64]])
-    blob, offsets = remote._encode(chips)
+    blob, offsets = remote.encode_chips(chips)
     assert len(offsets) == 3 and offsets[-1] == len(blob) < chips.nbytes / 4
-    decoded = remote._decode_all(blob, offsets)
+    decoded = remote.decode_chips(blob, offsets)
     assert decoded.shape == chips.shape and decoded.dtype == np.uint8
     assert np.abs(decoded.astype(float) - chips).mean() < 6
 
@@ -39,7 +40,7 @@ def test_weights_split_into_parts_and_back(tmp_path, monkeypatch):
 
 
 def run(*args) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "ml.remote", *map(str, args)]
+    command = [sys.executable, "-m", "ml.training.remote", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 

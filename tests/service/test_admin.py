@@ -54,6 +54,20 @@ def test_change_page_has_the_faces_inline(admin_client, done_prediction):
         assert label in page, label
 
 
+def test_the_change_page_links_the_files_to_the_views_that_serve_them(admin_client, done_prediction):
+    """The stored files have no public URL (`/uploads/…` is a 404): each link goes to a view that checks
+    who may see it, and staff may."""
+    import re
+
+    page = admin_client.get(f"/admin/predictions/prediction/{done_prediction.id}/change/").content.decode()
+    links = re.findall(r'<a href="([^"]+)">(?:uploads|thumbnails|display)/', page)
+
+    assert f"/p/{done_prediction.id}/original/" in links
+    assert not re.search(r'href="/?(uploads|thumbnails|display)/', page)
+    for link in links:
+        assert admin_client.get(link).status_code == 200, link
+
+
 def test_rerun_action_requeues_and_enqueues_after_commit(
     admin_client, done_prediction, django_capture_on_commit_callbacks
 ):

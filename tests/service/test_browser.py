@@ -20,8 +20,8 @@ RESULT_STATUS = ("css selector", "#result .status")
 RESULT_BOXES = ("css selector", "#result .boxes .box")
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def start_chromium(*arguments: str) -> object:
+    """Headless Chromium driven by Selenium, with `arguments` besides ours (e.g. a fake camera)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -30,11 +30,17 @@ def browser() -> Iterator[object]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000"):  # fmt: skip
+                     "--window-size=1280,1000", *arguments):  # fmt: skip
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for CSP reports
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    driver = start_chromium()
     yield driver
     driver.quit()
 

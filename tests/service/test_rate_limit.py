@@ -67,3 +67,150 @@ def test_without_redis_uploads_are_not_counted_but_still_taken(
         settings.REDIS_URL = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
     with django_capture_on_commit_callbacks():
         assert client.post("/", photos(astronaut_jpeg, 4)).status_code == 302
+
+
+def test_refused_files_do_not_use_up_the_allowance(
+    client, limit_of_three, private_media, astronaut_jpeg, django_capture_on_commit_callbacks
+):
+    not_a_photo = SimpleUploadedFile("notes.jpg", b"not an image at all", content_type="image/jpeg")
+    batch = photos(astronaut_jpeg, 1)["images"] + [not_a_photo] * 3
+    with django_capture_on_commit_callbacks():
+        assert client.post("/", {"images": batch}).status_code == 302  # one photo counted, not four
+        assert client.post("/", photos(astronaut_jpeg, 2)).status_code == 302
+    assert Prediction.objects.count() == 3
+    assert "and 0 left this hour" in client.post("/", photos(astronaut_jpeg, 1)).content.decode()
+
+
+def test_the_allowance_counts_pixels_too_and_says_so(
+    client, upload_allowance, private_media, astronaut_jpeg, django_capture_on_commit_callbacks
+):
+    upload_allowance(100, megapixels=1)  # the astronaut is 512×512: three fit in a megapixel, four do not
+    with django_capture_on_commit_callbacks():
+        assert client.post("/", photos(astronaut_jpeg, 3)).status_code == 302
+
+    refused = client.post("/", photos(astronaut_jpeg, 1))
+
+    assert refused.status_code == 429
+    assert (
+        "Too many pixels from your address: at most 1 megapixels an hour, and 0 left this hour; "
+        "these photos have 1. Send smaller photos, or nothing was uploaded"
+    ) in refused.content.decode()
+    assert Prediction.objects.count() == 3 and len(stored_files(private_media)) == 3
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_one_upload_holds_so_many_pixels_and_the_photos_past_that_are_refused_unread(
+    client, settings, private_media, django_capture_on_commit_callbacks, monkeypatch, fmt
+):
+    import io
+
+    from PIL import Image, ImageFile
+    from skimage import data
+
+    settings.AGEGENDER_MAX_UPLOAD_PIXELS = 600_000  # two 512×512 photos fit, not three
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buffer, format=fmt)
+    extension = fmt.lower()
+    sent = [SimpleUploadedFile(f"{i}.{extension}", buffer.getvalue()) for i in range(3)]
+    decoded = set()
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(
+        ImageFile.ImageFile, "load", lambda self: decoded.add(self.filename) or real_load(self)
+    )
+    with django_capture_on_commit_callbacks():
+        response = client.post("/", {"images": sent}, follow=True)
+
+    assert Prediction.objects.count() == 2 and len(decoded) == 2  # the third was never decoded
+    page = response.content.decode()
+    assert (
+        f"2.{extension}: One upload may hold 0.6 megapixels in all, and this 512×512 photo goes past" in page
+    )
+
+
+def test_twenty_uploads_at_once_with_ten_left_let_exactly_ten_through(upload_allowance):
+    """The real Redis, twenty processes released together: the check and the count are one step."""
+    import multiprocessing
+
+    from predictions import ratelimit
+
+    upload_allowance(10)
+    start = multiprocessing.get_context("fork")
+    barrier = start.Barrier(20)
+    results = start.Queue()
+
+    def one_upload() -> None:
+        ratelimit._client.cache_clear()  # a connection of this process's own
+        ratelimit._script.cache_clear()
+        barrier.wait()
+        results.put(
+            isinstance(ratelimit.take("198.51.100.20", photos=1, pixels=12_000_000), ratelimit.Allowed)
+        )
+
+    processes = [start.Process(target=one_upload) for _ in range(20)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+
+    assert sorted(outcomes) == [False] * 10 + [True] * 10
+    refused = ratelimit.take("198.51.100.20", photos=1)
+    assert (
+        isinstance(refused, ratelimit.Refused)
+        and refused.photos_left == 0
+        and 0 < refused.retry_after <= 3600
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_upload_requests_with_ten_left_store_exactly_ten(
+    live_server, upload_allowance, private_media, astronaut_jpeg
+):
+    """Through the real web stack: twenty requests sent at once from threads, ten photos left."""
+    import threading
+    import urllib.request
+    import uuid
+
+    import redis
+    from django.conf import settings
+
+    upload_allowance(10)
+    with urllib.request.urlopen(live_server.url + "/") as page:  # the CSRF cookie, as a browser gets it
+        token = page.headers["Set-Cookie"].split("csrftoken=")[1].split(";")[0]
+    statuses: list[int] = []
+    barrier = threading.Barrier(20)
+
+    def send() -> None:
+        boundary = uuid.uuid4().hex
+        body = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="me.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n".encode()
+            + astronaut_jpeg
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        request = urllib.request.Request(
+            live_server.url + "/",
+            data=body,
+            headers={
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+                "Accept": "application/json",
+                "Cookie": f"csrftoken={token}",
+                "X-CSRFToken": token,
+            },
+        )
+        barrier.wait()
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                statuses.append(response.status)
+        except urllib.error.HTTPError as refused:
+            statuses.append(refused.code)
+
+    threads = [threading.Thread(target=send) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(settings.AGEGENDER_QUEUE)  # no worker reads it
+
+    assert sorted(statuses) == [200] * 10 + [429] * 10
+    assert Prediction.objects.count() == 10 and len(stored_files(private_media)) == 10

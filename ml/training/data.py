@@ -9,8 +9,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Where the shared datasets live unless `AGEGENDER_DATASETS` says otherwise.
-DATASETS_DIR = Path(os.environ.get("AGEGENDER_DATASETS", "../shared/datasets"))
+#: Where the shared datasets live unless `AGEGENDER_DATASETS` says otherwise: `shared/datasets` beside
+#: the repository, found from the `ml` package (not from the folder a command is run in).
+REPO_DIR = Path(__file__).resolve().parents[1]
+DATASETS_DIR = Path(os.environ.get("AGEGENDER_DATASETS") or REPO_DIR.parent / "shared" / "datasets")
 
 #: Age buckets used for stratification and for per-bucket metrics (inclusive bounds).
 AGE_BUCKETS: tuple[tuple[str, int, int], ...] = (

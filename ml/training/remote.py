@@ -1,17 +1,18 @@
 """`python -m ml train` on a lent accelerator that has neither TensorFlow nor the datasets.
 
 A lent GPU machine here holds JAX and PyTorch but no TensorFlow, cannot reach the internet, and takes at
-most 64 MiB of files along. So the run is cut in three, each step the same code as `ml.train`:
+most 64 MiB of files along. So the run is cut in three, each step the same code as
+`python -m ml train`:
 
     # here (TensorFlow, the datasets, the chip cache): the training split's chips as WebP, the ported
     # Cydral networks, into a folder of about 50 MB
-    python -m ml.remote pack var/remote
-    # there (Keras on JAX, `pip install keras` from carried wheels): every fitting stage of `ml.train`
+    python -m ml.training.remote pack var/remote
+    # there (Keras on JAX, `pip install keras` from carried wheels): every fitting stage of `ml train`
     # (trunk, heads, fine-tuning, polish); the fused model's weights land in OUT
-    KERAS_BACKEND=jax python -m ml.remote fit var/remote OUT [train options]
-    # here: the finishing steps of `ml.train` (batch norm from clean faces, gender expert, range,
+    KERAS_BACKEND=jax python -m ml.training.remote fit var/remote OUT [train options]
+    # here: the finishing steps of `ml train` (batch norm from clean faces, gender expert, range,
     # validation metrics, the artifact) on the real chips
-    python -m ml.remote finish OUT --out runs/NAME [the same train options]
+    python -m ml.training.remote finish OUT --out runs/NAME [the same train options]
 
 On a lent machine of this workplace (64 MiB travel with the working tree, so the 24 MB model file must
 stay behind: `git rm --cached ml/models/default/model.keras` and list it in `.git/info/exclude` for the
@@ -24,18 +25,15 @@ keras, namex and optree for its Python 3.12 in `var/remote/wheels` (`pip downloa
 
 (it installs the wheels, prints `bench/train_step.py`'s figures, runs `fit` once per NAME=OPTIONS in
 parallel on the one GPU, each with `--max-minutes` of 0.85 of the given seconds, and kills each after
-them); then here, for each run, `python -m ml.remote finish $FILES/a --out runs/a --calibration-share 0.1`
-with the same options. Timed on an H100 (2026-11-26): 26,703 faces decode in 3 s, a trunk epoch takes
-5 s and a fused one 9–12 s (alone or two runs side by side), and each stage's first epoch pays 25–55 s
-of compilation: the default schedule needs about 400 s, so 540 s holds two of them and 335 s (what was
-left of one lease) cut its stages short (on JAX a cut stage stops before its rate has cooled).
-On an H200 (2026-11-27), two runs side by side from a given trunk (`--trunk-from`, carried beside
-the pack): a fused epoch 8–10 s, the first of each stage 28–51 s; 1 + 10 + 5 epochs took 254 s, 1 + 16 + 8
-took 330 s (`REMOTE_BENCH_SECONDS=0` skips the benchmark and its 45 s).
+them); then here, for each run, with the same options:
 
-Only the training split travels (the validation faces stay here) and `ml.train.hold_out` draws the same
-calibration faces from it there and here. The chips travel as WebP (quality `QUALITY`: a mean error of
-about 3 of 255 levels); the finishing steps re-estimate batch norm on the exact chips.
+    python -m ml.training.remote finish $FILES/a --out runs/a --calibration-share 0.1
+
+How long each step takes on an H100 and an H200 is in ml/MODEL_CARD.md ("Training on a GPU machine").
+
+Only the training split travels (the validation faces stay here) and `ml.training.chipsets.hold_out`
+draws the same calibration faces from it there and here. The chips travel as WebP (quality `QUALITY`: a
+mean error of about 3 of 255 levels); the finishing steps re-estimate batch norm on the exact chips.
 """
 
 from __future__ import annotations
@@ -56,15 +54,15 @@ PART_BYTES = 12 << 20
 CYDRAL = (("age", "cydral_age"), ("gender", "cydral_gender"))
 
 
-def _encode(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from ml.chips import webp_bytes
+def encode_chips(chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from ml.training.chips import webp_bytes
 
     parts = [np.frombuffer(webp_bytes(chip, QUALITY), np.uint8) for chip in chips]
     return np.concatenate(parts), np.cumsum([0] + [len(p) for p in parts])
 
 
-def _decode_all(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    from ml.chips import webp_decode
+def decode_chips(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    from ml.training.chips import webp_decode
 
     items = [blob[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
     with ProcessPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:
@@ -75,12 +73,13 @@ def pack(folder: Path, config) -> None:
     """The training split's chips and faces as WebP, labels, and the two ported Cydral networks."""
     import keras
 
-    from ml.train import _ported, load_chips, split_chips
+    from ml.training.chipsets import load_chips, split_chips
+    from ml.training.stages import ported_network
 
     folder.mkdir(parents=True, exist_ok=True)
     train_set, _ = split_chips(load_chips(config.data, config.input_size, config.cache_dir, faces=True))
-    chip_blob, chip_offsets = _encode(train_set.chips)
-    face_blob, face_offsets = _encode(train_set.faces)
+    chip_blob, chip_offsets = encode_chips(train_set.chips)
+    face_blob, face_offsets = encode_chips(train_set.faces)
     np.savez(
         folder / "train.npz",
         chip_blob=chip_blob,
@@ -94,7 +93,7 @@ def pack(folder: Path, config) -> None:
         detected=train_set.detected,
     )
     for task, name in CYDRAL:
-        network = _ported(task, name)
+        network = ported_network(task, name)
         weights = network.get_weights()
         # float16 halves the size; every value of these networks is far inside its range
         assert max(float(np.abs(w).max()) for w in weights) < 6e4
@@ -123,11 +122,11 @@ def _unpacked_network(folder: Path, name: str):
     return network
 
 
-def save_weights(model, out: Path, stem: str = "fused") -> list[Path]:
-    """`model`'s weights as float32 .npz parts of at most `PART_BYTES` each."""
+def save_weights(model, out: Path, stem: str = "fused", dtype=np.float32) -> list[Path]:
+    """`model`'s weights as .npz parts of at most `PART_BYTES` each (float16 halves what travels)."""
     out.mkdir(parents=True, exist_ok=True)
     parts, current, size = [], [], 0
-    for weight in model.get_weights():
+    for weight in (w.astype(dtype) for w in model.get_weights()):
         if current and size + weight.nbytes > PART_BYTES:
             parts.append(current)
             current, size = [], 0
@@ -147,15 +146,17 @@ def load_weights(model, folder: Path, stem: str = "fused") -> None:
     weights = {}
     for path in sorted(folder.glob(f"{stem}-*.npz")):
         with np.load(path) as data:
-            weights.update({key: data[key] for key in data.files})
+            weights.update({key: data[key].astype(np.float32) for key in data.files})
     model.set_weights([weights[key] for key in sorted(weights)])
 
 
 def fit(folder: Path, out: Path, config) -> None:
-    """Every fitting stage of `ml.train.train` on the packed faces; the fused weights into `out`."""
+    """Every fitting stage of `ml.training.stages.train` on the packed faces; the fused weights into `out`."""
     import keras
 
-    from ml.train import ChipSet, Site, hold_out, recalibrate_on_training_faces, train
+    from ml.training.chipsets import ChipSet, hold_out
+    from ml.training.finishing import recalibrate_on_training_faces
+    from ml.training.stages import Site, train
 
     if config.train_webp:
         raise SystemExit(f"the packed chips are WebP (quality {QUALITY}) already: no --train-webp here")
@@ -163,8 +164,8 @@ def fit(folder: Path, out: Path, config) -> None:
     with np.load(folder / "train.npz") as data:
         fields = {key: data[key] for key in data.files}
     everything = ChipSet(
-        chips=_decode_all(fields["chip_blob"], fields["chip_offsets"]),
-        faces=_decode_all(fields["face_blob"], fields["face_offsets"]),
+        chips=decode_chips(fields["chip_blob"], fields["chip_offsets"]),
+        faces=decode_chips(fields["face_blob"], fields["face_offsets"]),
         **{key: fields[key] for key in ("ages", "males", "datasets", "keys", "detected")},
     )
     print(f"{len(everything.ages)} faces decoded in {time.time() - started:.0f}s", flush=True)
@@ -209,10 +210,10 @@ def fit(folder: Path, out: Path, config) -> None:
 
 
 def finish(weights: Path, config) -> dict:
-    """`ml.train.finish` on the fused model whose weights `fit` left in `weights`."""
+    """`ml.training.finishing.finish` on the fused model whose weights `fit` left in `weights`."""
     from dataclasses import replace
 
-    from ml.train import fused_model, local_site
+    from ml.training.stages import fused_model, local_site
 
     here = local_site()
     meta = json.loads((weights / "fit.json").read_text())
@@ -226,11 +227,28 @@ def finish(weights: Path, config) -> dict:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ml.train import add_arguments, config_from_args
+def carry_weights(model_dir: Path, out: Path) -> None:
+    """A finished model's fused weights (its gender expert left out) as float16 parts in `out`, for
+    `--init-from out` on a GPU machine, where the 24 MB model file would not fit beside the pack."""
+    import keras
 
-    parser = argparse.ArgumentParser(prog="python -m ml.remote", description=__doc__.splitlines()[0])
+    import ml.model  # noqa: F401  (registers the custom layers)
+
+    saved = keras.models.load_model(model_dir / "model.keras", compile=False)
+    if "agegender_fused" in [layer.name for layer in saved.layers]:
+        saved = saved.get_layer("agegender_fused")
+    paths = save_weights(saved, out, dtype=np.float16)
+    print(f"{sum(p.stat().st_size for p in paths) / 1e6:.1f} MB of weights in {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ml.training.config import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser(prog="python -m ml.training.remote", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    weights = commands.add_parser("weights", help="a model's weights as float16 parts, for --init-from")
+    weights.add_argument("model_dir", type=Path)
+    weights.add_argument("out", type=Path)
     for name in ("pack", "fit", "finish"):
         sub = commands.add_parser(name)
         if name in ("pack", "fit"):
@@ -239,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("weights", type=Path, help="where fit writes (and finish reads) the weights")
         add_arguments(sub)
     args = parser.parse_args(argv)
+    if args.command == "weights":
+        carry_weights(args.model_dir, args.out)
+        return 0
     config = config_from_args(args)
     if args.command == "pack":
         pack(args.folder, config)

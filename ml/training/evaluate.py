@@ -15,6 +15,7 @@ This module imports no TensorFlow: our `Predictor` is imported only when it is e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
@@ -25,12 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ml.data import AGE_BUCKETS, DATASETS_DIR, Sample, age_bucket, read_labels, split
 from ml.errors import ImageError
 from ml.faces import Face
+from ml.training.data import AGE_BUCKETS, DATASETS_DIR, Sample, age_bucket, read_labels, split
 
 #: |predicted - true| at or below this many years counts as a hit for CS@5.
 CS_YEARS = 5
+#: Age groups of the signed-error figures (name, youngest, oldest): where children and young adults read
+#: too old or too young shows here first.
+AGE_GROUPS = (
+    ("0-2", 0, 2),
+    ("3-9", 3, 9),
+    ("10-19", 10, 19),
+    ("20-29", 20, 29),
+    ("30-44", 30, 44),
+    ("45+", 45, 200),
+)
 _BUCKET_ORDER = {name: index for index, (name, _, _) in enumerate(AGE_BUCKETS)}
 
 
@@ -107,6 +118,16 @@ def summarize(records: Sequence[Record]) -> dict[str, Any]:
             "age_mae": _rounded(age_mae(_age_errors(members)), 3),
             "gender_accuracy": _rounded(_mean(_gender_hits(members)), 4),
         }
+    groups: dict[str, dict[str, Any]] = {}
+    for name, youngest, oldest in AGE_GROUPS:
+        members = [r for r in records if r.predicted_age is not None and youngest <= r.age <= oldest]
+        signed = [r.predicted_age - r.age for r in members]
+        groups[name] = {
+            "count": len(members),
+            "age_mae": _rounded(age_mae(signed), 3),
+            "signed_error": _rounded(_mean(signed), 3),
+            "gender_accuracy": _rounded(_mean(_gender_hits(members)), 4),
+        }
     return {
         "images": len(records),
         "answered": len(errors),
@@ -121,6 +142,7 @@ def summarize(records: Sequence[Record]) -> dict[str, Any]:
         "interval_width": _rounded(_mean([hi - lo for lo, _, hi in intervals]), 2),
         "seconds_per_image": _rounded(_mean([r.seconds for r in records]), 4),
         "buckets": buckets,
+        "groups": groups,
     }
 
 
@@ -158,12 +180,22 @@ def _main_face(faces: Sequence[Face]) -> Face | None:
     return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
 
 
-def score(predictor: AgeGenderPredictor, sample: Sample, fallback: bool = True) -> Record:
-    """Run `predictor` on one labelled image and keep the largest face."""
+def score(
+    predictor: AgeGenderPredictor, sample: Sample, fallback: bool = True, degrade: str | None = None
+) -> Record:
+    """Run `predictor` on one labelled image (spoilt first by `degrade`, `ml.training.scans.spoiled_photo`)
+    and keep the largest face."""
+    source: Any = sample.path
+    if degrade:
+        from ml.training.scans import spoiled_photo
+
+        # unreadable: the predictor refuses the file as it is, with its own message
+        with contextlib.suppress(OSError):
+            source = spoiled_photo(sample.path, degrade, sample.key)
     start = time.perf_counter()
     error = None
     try:
-        faces = predictor.predict(sample.path, whole_image_fallback=fallback)
+        faces = predictor.predict(source, whole_image_fallback=fallback)
     except ImageError as exc:
         faces, error = [], str(exc)
     seconds = time.perf_counter() - start
@@ -189,13 +221,14 @@ def evaluate(
     limit: int | None = None,
     fallback: bool = True,
     progress: bool = False,
+    degrade: str | None = None,
 ) -> dict[str, Any]:
     """Figures per dataset for `predictor` on `samples` (at most `limit` per dataset, see `spread_subset`),
     and under "records" every image's `Record`."""
     chosen = spread_subset(samples, limit)
     records: list[Record] = []
     for index, sample in enumerate(chosen, 1):
-        records.append(score(predictor, sample, fallback=fallback))
+        records.append(score(predictor, sample, fallback=fallback, degrade=degrade))
         if progress and (index % 100 == 0 or index == len(chosen)):
             print(f"  {predictor.model_version}: {index}/{len(chosen)} images", file=sys.stderr, flush=True)
     by_dataset: dict[str, list[Record]] = defaultdict(list)
@@ -270,6 +303,17 @@ def format_report(results: dict[str, dict[str, Any]]) -> str:
             maes = [_cell(c.get("age_mae"), "{:.2f}") for c in cells]
             accs = [_cell(c.get("gender_accuracy"), "{:.3f}") for c in cells]
             lines.append(f"| {name} | {count} | " + " | ".join(maes + accs) + " |")
+        heads = [f"{what} {label}" for what in ("signed", "MAE", "gender") for label in labels]
+        lines += ["", "| age group | n | " + " | ".join(heads) + " |"]
+        lines.append("| --- | ---: |" + " ---: |" * (3 * len(labels)))
+        for name, _, _ in AGE_GROUPS:
+            cells = [f.get("groups", {}).get(name, {}) for f in figures]
+            count = max((c.get("count", 0) for c in cells), default=0)
+            if count:
+                row = [_cell(c.get("signed_error"), "{:+.2f}") for c in cells]
+                row += [_cell(c.get("age_mae"), "{:.2f}") for c in cells]
+                row += [_cell(c.get("gender_accuracy"), "{:.3f}") for c in cells]
+                lines.append(f"| {name} | {count} | " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -324,6 +368,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir", type=Path, default=None, help="our model to evaluate (default: shipped)"
     )
+    parser.add_argument(
+        "--degrade",
+        choices=("scan", "cut"),
+        default=None,
+        help="spoil every photo first: as a scanned old print, or cut by the frame's edge",
+    )
+    parser.add_argument(
+        "--max-age", type=int, default=None, metavar="YEARS", help="only people this old or younger"
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the figures as JSON")
     parser.add_argument(
         "--records", type=Path, default=None, metavar="CSV", help="write every image's answer, per model"
@@ -337,6 +390,8 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.max_age is not None:
+        samples = [sample for sample in samples if sample.age <= args.max_age]
     print(
         "data: "
         + ", ".join(f"{name} ({split_name})" for name, split_name in splits.items())
@@ -352,13 +407,15 @@ def run(args: argparse.Namespace) -> int:
         predictors["ours"] = Predictor.load(model_dir=args.model_dir)
         load_seconds["ours"] = time.perf_counter() - start
     if args.peer or args.peer_only:
-        from ml.peer import PeerPredictor
+        from ml.training.peer import PeerPredictor
 
         start = time.perf_counter()
         predictors["peer"] = PeerPredictor.load()
         load_seconds["peer"] = time.perf_counter() - start
     results = {
-        label: evaluate(predictor, samples, limit=args.limit, fallback=True, progress=True)
+        label: evaluate(
+            predictor, samples, limit=args.limit, fallback=True, progress=True, degrade=args.degrade
+        )
         for label, predictor in predictors.items()
     }
     for label, result in results.items():
@@ -372,6 +429,8 @@ def run(args: argparse.Namespace) -> int:
             "data": [str(folder) for folder in args.data],
             "splits": splits,
             "limit": args.limit,
+            "degrade": args.degrade,
+            "max_age": args.max_age,
             "results": {
                 label: {key: value for key, value in result.items() if key != "records"}
                 for label, result in results.items()

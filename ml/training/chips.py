@@ -25,17 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.cydral import CHIP_SIZES
-from ml.data import Sample, read_labels
+from ml.training.cydral import CHIP_SIZES
+from ml.training.data import Sample, read_labels
 
-#: v2: fallback_face where no confident face; v4: turned search; v5: the face framing aligned from the photo
-#: and stored, and chips never derived from larger ones. Up to v4 training re-cut the face framing from a
-#: 96-px chip (the face, 60 px there, enlarged to 64: blurrier than served) and shrank 96-px chips to
-#: 64 px with Lanczos (sharper than served): on the astronaut, 3.2 and 4.4 grey levels from the chips
-#: the service makes. v6: each photo detected alone, as the service detects it; up to v5 the detector
-#: ran on batches of 16 photos, which moved landmarks by up to 10 px (2-5 px typically on AAF photos)
-#: and changed a face in about 2% of UTKFace photos. v7: chips as v6; the five landmarks each face was aligned
-#: from are stored too, so that chips can be cut again another way without running the detector.
+#: Bumped whenever the cached chips change, so that old caches are rebuilt (the versions' history is in
+#: ml/MODEL_CARD.md). v7: v6's chips, plus the five landmarks each face was aligned from.
 PIPELINE_VERSION = "mtcnn1.0-align1.4-v7"
 #: Side of the stored "face" framing: the input of the Cydral age network.
 FACE_SIZE = CHIP_SIZES["age"]
@@ -197,8 +191,8 @@ def _webp_roundtrip_part(args: tuple[np.ndarray, int]) -> np.ndarray:
 
 def webp_roundtrip(chips: np.ndarray, quality: int, workers: int = 2) -> np.ndarray:
     """Each chip after one trip through WebP at `quality`: what the fitting stages on a GPU machine
-    trained on (`ml.remote` packs the training chips so), for `TrainConfig.train_webp`. About 30 s for
-    the 26,703 training faces' two framings on 2 cores."""
+    trained on (`ml.training.remote` packs the training chips so), for `TrainConfig.train_webp`. About
+    30 s for the 26,703 training faces' two framings on 2 cores."""
     parts = [(chips[k : k + 1024], quality) for k in range(0, len(chips), 1024)]
     with mp.get_context("spawn").Pool(workers) as pool:
         return np.concatenate(pool.map(_webp_roundtrip_part, parts)) if parts else chips.copy()

