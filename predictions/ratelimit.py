@@ -86,7 +86,7 @@ def take(client: str, photos: int, pixels: int = 0, *, only_look: bool = False) 
         return Allowed(photos_left=None, pixels_left=None)
     now = time.time()
     key = f"agegender:uploads:{settings.AGEGENDER_QUEUE}:{client}:{int(now // WINDOW_SECONDS)}"
-    retry_after = max(1, int(WINDOW_SECONDS - now % WINDOW_SECONDS))
+    retry_after = seconds_to_next_hour(now)
     try:
         args = [photos, pixels, photo_limit, pixel_limit, WINDOW_SECONDS + 60, 0 if only_look else 1]
         fits, used_photos, used_pixels = _script(settings.REDIS_URL)(keys=[key], args=args)
@@ -104,6 +104,12 @@ def take(client: str, photos: int, pixels: int = 0, *, only_look: bool = False) 
     return Refused(
         _why(photos, pixels, photos_left, pixels_left, retry_after), retry_after, photos_left, pixels_left
     )
+
+
+def seconds_to_next_hour(now: float | None = None) -> int:
+    """When this hour's allowance is renewed (a Retry-After header's value)."""
+    now = time.time() if now is None else now
+    return max(1, int(WINDOW_SECONDS - now % WINDOW_SECONDS))
 
 
 def _why(photos: int, pixels: int, photos_left: int | None, pixels_left: int | None, retry_after: int) -> str:

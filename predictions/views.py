@@ -35,7 +35,7 @@ from predictions import selectors, services
 from predictions.forms import AccountDeleteForm, UploadForm
 from predictions.health import service_health
 from predictions.models import Prediction
-from predictions.ratelimit import refuse_upload
+from predictions.ratelimit import refuse_upload, seconds_to_next_hour
 from predictions.serializers import prediction_data
 from predictions.signals import VISITOR_KEY
 from predictions.upload_handlers import unreadable_upload_reason
@@ -144,9 +144,12 @@ def upload(request: HttpRequest) -> HttpResponse:
 
 def _over_allowance(request: HttpRequest, form: UploadForm, refusal: str) -> HttpResponse:
     if _wants_json(request):
-        return _refusals_json(errors=[refusal], status=429)
-    form.add_error("images", refusal)
-    return _upload_page(request, form, [], status=429)
+        response = _refusals_json(errors=[refusal], status=429)
+    else:
+        form.add_error("images", refusal)
+        response = _upload_page(request, form, [], status=429)
+    response["Retry-After"] = str(seconds_to_next_hour())
+    return response
 
 
 def _refusals_json(

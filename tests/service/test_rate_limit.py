@@ -29,7 +29,7 @@ def test_a_client_over_its_hourly_allowance_is_refused_clearly(
 
     refused = client.post("/", photos(astronaut_jpeg, 2))
 
-    assert refused.status_code == 429
+    assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 3600
     page = refused.content.decode()
     assert "Too many photos from your address: at most 3 an hour, and 1 left this hour." in page
     assert Prediction.objects.count() == 2 and len(stored_files(private_media)) == 2
