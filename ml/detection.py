@@ -101,6 +101,10 @@ class FaceDetector:
                 stage._model = tf.function(
                     stage._model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
                 ).get_concrete_function()
+        # The frame-cut search's own pipeline, on the same compiled networks: between PNet and RNet, the
+        # proposals that cannot be a face cut by the frame are dropped (`_AcrossTheFrame`).
+        pnet, *refine = self._mtcnn.stages
+        self._cut_mtcnn = MTCNN(stages=[pnet, _AcrossTheFrame(), *refine])
         _normalise_once()
         self.min_confidence = min_confidence
         self.min_face_px = min_face_px
@@ -155,7 +159,8 @@ class FaceDetector:
         raw = []
         inner = (pad, pad, pad + size[0], pad + size[1])
         search = float(max(MTCNN_WINDOW_PX, CUT_MIN_FACE_PX))
-        for item in self._run(work, search, scale_factor=CUT_SCALE_FACTOR):
+        options = {"scale_factor": CUT_SCALE_FACTOR, "frame": inner}
+        for item in self._run(work, search, mtcnn=self._cut_mtcnn, **options):
             x, y, w, h = (float(v) for v in item["box"])
             seen_w = min(x + w, inner[2]) - max(x, inner[0])
             seen_h = min(y + h, inner[3]) - max(y, inner[1])
@@ -266,19 +271,39 @@ class FaceDetector:
         detected at its own size, as the package's default; 12 for one scaled to half or less."""
         return float(max(MTCNN_WINDOW_PX, self.min_face_px * scale))
 
-    def _run(self, work: np.ndarray, search_px: float, **options: float) -> list[dict]:
-        """MTCNN's raw faces in one prepared photo (see `_search_px`); `options` go to the package (stage
-        thresholds, pyramid step)."""
+    def _run(self, work: np.ndarray, search_px: float, mtcnn=None, **options) -> list[dict]:
+        """MTCNN's raw faces in one prepared photo (see `_search_px`); `options` go to the package's
+        stages (stage thresholds, pyramid step, `_AcrossTheFrame`'s frame)."""
         # The package raises TensorFlow errors on some pyramid shapes and prints to stdout; such a photo
         # gets no face, so that one odd image never crashes the caller.
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                result = self._mtcnn.detect_faces([work], min_face_size=search_px, **options)
+                result = (mtcnn or self._mtcnn).detect_faces([work], min_face_size=search_px, **options)
         except (self._tf.errors.InvalidArgumentError, ValueError, IndexError):
             return []
         if result and isinstance(result[0], dict):  # the one photo's faces, not wrapped in a list
             return list(result)
         return list(result[0]) if len(result) == 1 else []
+
+
+class _AcrossTheFrame:
+    """A stage between MTCNN's PNet and RNet for the frame-cut search: keeps only the proposals that cross
+    the photo's frame (`frame`: x1, y1, x2, y2 of the photo inside its mirrored border). A proposal well
+    inside the photo was searched already, one wholly in the border is a mirrored ghost; dropping them
+    spares RNet and ONet most of their work."""
+
+    id = 100
+    name = "Across the frame"
+
+    def __call__(self, bboxes_batch, frame=None, **kwargs):
+        if frame is None or len(bboxes_batch) == 0:
+            return bboxes_batch
+        x1, y1, x2, y2 = (bboxes_batch[:, i] for i in range(1, 5))
+        margin = 0.1 * np.minimum(x2 - x1, y2 - y1)  # RNet may still move a box by about this much
+        left, top, right, bottom = frame
+        inside = (x1 > left + margin) & (y1 > top + margin) & (x2 < right - margin) & (y2 < bottom - margin)
+        outside = (x2 <= left) | (x1 >= right) | (y2 <= top) | (y1 >= bottom)
+        return bboxes_batch[~inside & ~outside]
 
 
 def _normalise_once() -> None:
