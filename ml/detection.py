@@ -14,10 +14,11 @@ Thresholds (documented in the README and the model card):
 - in larger photos, faces cut by the frame are searched once more (`_cut_faces`): the photo, scaled so
   that its longer side is `CUT_MAX_SIDE`, is padded on every side by its own mirror image
   (`CUT_PAD_SHARE` of that side), which makes a face cut near its middle whole again. A face found
-  there is kept when its box touches the frame with at least `CUT_MIN_SEEN` of it inside the photo,
-  its nose lies inside the photo (a mirrored ghost's lies in the border) and no face already found
-  holds that nose. Its box is clipped to the photo; its landmarks may lie outside it (alignment
-  replicates the border). Measured by `python bench/detector_recall.py --cut 0.5 --selfie`;
+  there is kept when its box touches the frame (not two opposite sides of it) with at least
+  `CUT_MIN_SEEN` of it inside the photo, its nose lies inside the photo (a mirrored ghost's lies in
+  the border) and no face already found holds that nose. Its box is clipped to the photo; its
+  landmarks may lie outside it (alignment replicates the border). Measured by `python
+  bench/detector_recall.py --cut 0.5 --selfie`;
 - a photo where no face is found is searched again turned a quarter turn each way and upside down
   (`TURNS`): a phone photo whose orientation tag was lost. The turn with the most confident face wins,
   if the photo as it came shows not even a weak face (at `FALLBACK_THRESHOLDS`) or the turned face is
@@ -173,6 +174,8 @@ class FaceDetector:
             cx, cy = d.landmarks[2]  # the nose: a mirrored ghost's lies in the border
             slack = 0.1 * min(x2 - x1, y2 - y1)  # a face cut through its middle has its nose on the edge
             touches = x1 <= 0 or y1 <= 0 or x2 >= width or y2 >= height
+            # one spanning the whole photo is a close-up, or a blurred backdrop, not a face the frame cut
+            touches = touches and not ((x1 <= 0 and x2 >= width) or (y1 <= 0 and y2 >= height))
             inside = -slack < cx < width + slack and -slack < cy < height + slack
             known = any(f.box[0] <= cx <= f.box[2] and f.box[1] <= cy <= f.box[3] for f in found + kept)
             if touches and inside and not known:
