@@ -11,7 +11,7 @@ from pathlib import Path
 
 #: Where the shared datasets live unless `AGEGENDER_DATASETS` says otherwise: `shared/datasets` beside
 #: the repository, found from the `ml` package (not from the folder a command is run in).
-REPO_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = Path(__file__).resolve().parents[2]
 DATASETS_DIR = Path(os.environ.get("AGEGENDER_DATASETS") or REPO_DIR.parent / "shared" / "datasets")
 
 #: Age buckets used for stratification and for per-bucket metrics (inclusive bounds).

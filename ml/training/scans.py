@@ -197,15 +197,28 @@ def scan_photo(photo: np.ndarray, rng: np.random.Generator, face_px: float = 64.
     return np.asarray(image)
 
 
-def scan_chips(chips: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Every chip of (N, S, S, 3) as a scanned old print, face `i` drawn from seed (`seed`, `i`): the
-    same set every run, and a face's two framings (called with the same seed) spoilt alike."""
-    return np.stack(
-        [
-            scan_photo(np.clip(c, 0, 255).astype(np.uint8), np.random.default_rng((seed, i)), c.shape[0])
-            for i, c in enumerate(chips)
-        ]
-    )
+def scan_chips(chips: np.ndarray, seed: int = 0, scan_scale: int = 4) -> np.ndarray:
+    """Every chip of (N, S, S, 3) as a face of a scanned old print, face `i` drawn from seed (`seed`, `i`):
+    the same set every run, and a face's two framings (called with the same seed) spoilt alike. The print
+    is spoilt where the scan holds the face at `scan_scale` times the chip's size (a face of about 200 px
+    in a 400×500 scan for 64-px chips), then cut down to the chip as the aligner would, so that grain and
+    JPEG blocks are as fine, relative to the face, as in a real scan."""
+    from PIL import Image
+
+    size = chips.shape[1]
+    big = size * scan_scale
+    out = []
+    for i, chip in enumerate(chips):
+        photo = Image.fromarray(np.clip(chip, 0, 255).astype(np.uint8)).resize(
+            (big, big), Image.Resampling.BICUBIC
+        )
+        spoilt = scan_photo(np.asarray(photo), np.random.default_rng((seed, i)), face_px=0.7 * big)
+        out.append(
+            np.asarray(
+                Image.fromarray(spoilt).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            )
+        )
+    return np.stack(out)
 
 
 def cut_chips(chips: np.ndarray, seed: int = 0, framing_scale: float = 1.0) -> np.ndarray:

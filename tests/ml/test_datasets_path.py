@@ -14,7 +14,7 @@ def test_the_datasets_folder_is_beside_the_repository_from_any_working_directory
     env = {k: v for k, v in os.environ.items() if k != "AGEGENDER_DATASETS"}
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
-        [sys.executable, "-c", "from ml.data import DATASETS_DIR; print(DATASETS_DIR)"],
+        [sys.executable, "-c", "from ml.training.data import DATASETS_DIR; print(DATASETS_DIR)"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
