@@ -304,6 +304,6 @@ AXES_FAILURE_LIMIT = env_int("AGEGENDER_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = 1  # hour
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "predictions.ratelimit.client_address"
+AXES_CLIENT_IP_CALLABLE = "predictions.ratelimit.login_client_address"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False

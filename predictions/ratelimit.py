@@ -10,6 +10,7 @@ counted (and a warning logged).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -65,6 +66,17 @@ def client_address(request: HttpRequest) -> str:
         if len(hops) >= proxies:
             return hops[-proxies]
     return request.META.get("REMOTE_ADDR", "") or "unknown"
+
+
+def login_client_address(request: HttpRequest) -> str | None:
+    """`client_address` for django-axes, whose log keeps an IP address column (PostgreSQL checks it):
+    None where the request carries no address (a test client's login, a management command)."""
+    address = client_address(request)
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return address
 
 
 @cache

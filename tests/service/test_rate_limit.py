@@ -214,3 +214,17 @@ def test_twenty_concurrent_upload_requests_with_ten_left_store_exactly_ten(
 
     assert sorted(statuses) == [200] * 10 + [429] * 10
     assert Prediction.objects.count() == 10 and len(stored_files(private_media)) == 10
+
+
+def test_login_throttling_gets_an_ip_address_or_none_never_a_placeholder(rf, settings):
+    """django-axes stores the address in an IP column that PostgreSQL checks: "unknown" would break
+    every login without an address (a test client's, a management command's)."""
+    from predictions.ratelimit import login_client_address
+
+    settings.AGEGENDER_TRUSTED_PROXIES = 1
+    assert login_client_address(rf.get("/", REMOTE_ADDR="10.0.0.7")) == "10.0.0.7"
+    assert login_client_address(rf.get("/", HTTP_X_FORWARDED_FOR="1.2.3.4, 5.6.7.8")) == "5.6.7.8"
+    assert login_client_address(rf.get("/", HTTP_X_FORWARDED_FOR="not-an-address")) is None
+    request = rf.get("/")
+    del request.META["REMOTE_ADDR"]
+    assert login_client_address(request) is None
