@@ -97,7 +97,7 @@ def report(label: str, outputs: dict, val_set, scale: float, buckets: np.ndarray
 def group_report(label: str, outputs: dict, val_set) -> None:
     """Per dataset and age group: faces, age MAE, mean signed error (+ reads too old), gender right."""
     from ml.calibration import expected_age
-    from ml.training.evaluate import AGE_GROUPS
+    from ml.training.scoring import AGE_GROUPS
 
     age = expected_age(outputs["age"])
     error = age - val_set.ages

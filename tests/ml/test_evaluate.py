@@ -13,16 +13,8 @@ from PIL import Image
 from skimage import data
 
 from ml.training.data import DATASETS_DIR, Sample, age_bucket, read_labels, split
-from ml.training.evaluate import (
-    Record,
-    age_mae,
-    cs_at,
-    format_report,
-    main,
-    select_samples,
-    spread_subset,
-    summarize,
-)
+from ml.training.evaluate import main, select_samples, spread_subset
+from ml.training.scoring import Record, age_mae, cs_at, format_report, summarize
 
 
 def record(
