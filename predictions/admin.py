@@ -27,6 +27,8 @@ class FaceInline(admin.TabularInline):
         "gender_confidence",
         "detection_confidence",
         "detected",
+        "left_eye",
+        "right_eye",
     )
     readonly_fields = fields
 

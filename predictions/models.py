@@ -148,6 +148,10 @@ class Face(models.Model):
     age_high = models.FloatField()
     gender = models.CharField(max_length=8, choices=Gender.choices)
     gender_confidence = models.FloatField()
+    # The person's own eyes (DeepFace's names: the left one is on the right of the photo), [x, y] in
+    # pixels of the upright photo; null for a face read as the whole photo, and for faces stored before.
+    left_eye = models.JSONField(null=True, blank=True, default=None)
+    right_eye = models.JSONField(null=True, blank=True, default=None)
 
     #: Decimals shown of the float fields (the rest: one).
     _DECIMALS = {"detection_confidence": 4, "gender_confidence": 4}
@@ -167,6 +171,7 @@ class Face(models.Model):
     def from_result(cls, result: ml.Face, *, prediction: Prediction, index: int) -> Face:
         x1, y1, x2, y2 = (int(value) for value in result.box)
         fields = {name: getattr(result, name) for name in RESULT_FIELDS}
+        fields.update({name: list(value) for name, value in fields.items() if isinstance(value, tuple)})
         return cls(prediction=prediction, index=index, x1=x1, y1=y1, x2=x2, y2=y2, **fields)
 
     def to_dict(self) -> dict:

@@ -21,6 +21,18 @@ class RoundedFloatField(serializers.FloatField):
         return round(float(value), self.digits)
 
 
+def _eye(person: str, photo: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.IntegerField(),
+        min_length=2,
+        max_length=2,
+        allow_null=True,
+        read_only=True,
+        help_text=f"The person's {person} eye (on the {photo} of the photo), x, y in pixels; null when "
+        "not found (a photo read whole as one face).",
+    )
+
+
 class FaceSerializer(serializers.ModelSerializer):
     box = serializers.ListField(
         child=serializers.IntegerField(),
@@ -34,6 +46,8 @@ class FaceSerializer(serializers.ModelSerializer):
     age_low = RoundedFloatField(1, read_only=True, help_text="Low end of the 80% range.")
     age_high = RoundedFloatField(1, read_only=True, help_text="High end of the 80% range.")
     gender_confidence = RoundedFloatField(4, read_only=True, help_text="Probability of `gender`.")
+    left_eye = _eye("left", "right")
+    right_eye = _eye("right", "left")
 
     class Meta:
         model = Face
@@ -46,6 +60,8 @@ class FaceSerializer(serializers.ModelSerializer):
             "age_high",
             "gender",
             "gender_confidence",
+            "left_eye",
+            "right_eye",
         ]
         read_only_fields = fields
 

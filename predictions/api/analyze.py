@@ -131,8 +131,8 @@ def image_from_request(request: Request) -> UploadedFile:
 
 
 def deepface_result(face: Face) -> dict:
-    """One face in DeepFace's shape. The eyes' positions are not kept by this service: None, as DeepFace
-    gives for detectors without landmarks."""
+    """One face in DeepFace's shape. Its eyes are the person's own, as DeepFace names them; None for a
+    photo read whole as one face (as DeepFace gives when it finds no face)."""
     woman = face.gender_confidence if face.gender == Face.Gender.FEMALE else 1 - face.gender_confidence
     return {
         "age": int(round(face.age)),
@@ -143,8 +143,8 @@ def deepface_result(face: Face) -> dict:
             "y": face.y1,
             "w": face.x2 - face.x1,
             "h": face.y2 - face.y1,
-            "left_eye": None,
-            "right_eye": None,
+            "left_eye": face.left_eye,
+            "right_eye": face.right_eye,
         },
         "face_confidence": round(face.detection_confidence, 4) if face.detected else 0.0,
         # Beyond DeepFace: the range this model gives its age, which DeepFace has not.

@@ -18,6 +18,8 @@ FACE_KEYS = [
     "age_high",
     "gender",
     "gender_confidence",
+    "left_eye",
+    "right_eye",
 ]
 
 
@@ -55,6 +57,10 @@ def test_predict_prints_the_schema_for_files_and_folders(tmp_path, astronaut, si
     assert len(face["box"]) == 4 and all(isinstance(v, int) for v in face["box"])
     assert face["gender"] in ("female", "male") and face["detected"] is True
     assert face["age_low"] <= face["age"] <= face["age_high"]
+    x1, y1, x2, y2 = face["box"]
+    for eye in (face["left_eye"], face["right_eye"]):
+        assert all(isinstance(v, int) for v in eye) and x1 < eye[0] < x2 and y1 < eye[1] < y2
+    assert face["left_eye"][0] > face["right_eye"][0]  # the person's left: on the right of the photo
     assert result.returncode == 1  # one file could not be read
 
 
@@ -73,4 +79,5 @@ def test_fallback_flag_marks_whole_image_faces(tmp_path):
     [line] = [json.loads(x) for x in out.stdout.splitlines()]
     [face] = line["faces"]
     assert face["detected"] is False and face["box"] == [0, 0, 160, 120]
+    assert face["left_eye"] is None and face["right_eye"] is None  # assumed, not found
     assert out.returncode == 0

@@ -70,8 +70,19 @@ def test_every_input_format_deepface_sends_gives_the_same_answer(client, celery_
         assert response.status_code == 200, response.content
         results.append(assert_deepface_shape(response.json(), faces=1)[0])
     assert {r["dominant_gender"] for r in results} == {"Woman"}
-    assert len({(r["age"], r["region"]["x"], r["region"]["w"]) for r in results}) == 1
+    assert len({(r["age"], str(r["region"])) for r in results}) == 1
     assert results[0]["gender"]["Woman"] > 50
+    region = results[0]["region"]
+    for eye in (region["left_eye"], region["right_eye"]):  # [x, y], whole pixels of the photo
+        assert len(eye) == 2 and all(isinstance(v, int) for v in eye)
+        assert (
+            region["x"] < eye[0] < region["x"] + region["w"]
+            and region["y"] < eye[1] < region["y"] + region["h"]
+        )
+    # DeepFace's left eye is the person's own: on the right of the photo; both above the box's middle.
+    assert region["left_eye"][0] > region["right_eye"][0]
+    assert abs(region["left_eye"][1] - region["right_eye"][1]) < region["h"] / 4
+    assert max(region["left_eye"][1], region["right_eye"][1]) < region["y"] + region["h"] / 2
     # Each photo went through the queue as an upload does, and stays in its sender's history.
     assert Prediction.objects.filter(owner__username="ada", status="done").count() == len(answers)
 
@@ -80,7 +91,8 @@ def test_every_input_format_deepface_sends_gives_the_same_answer(client, celery_
 @pytest.mark.slow
 def test_two_faces_and_a_photo_without_one(client, celery_worker, key, two_faces_jpeg, no_face_jpeg):
     two = post_json(client, key, {"img": data_uri(two_faces_jpeg)})
-    assert_deepface_shape(two.json(), faces=2)
+    for face in assert_deepface_shape(two.json(), faces=2):
+        assert face["region"]["left_eye"][0] > face["region"]["right_eye"][0]
 
     none = post_json(client, key, {"img": data_uri(no_face_jpeg)})
     assert none.status_code == 400 and none.json()["error"] == NO_FACE  # DeepFace's enforce_detection

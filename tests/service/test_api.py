@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 API = "/api/v1/predictions/"
 FACE_FIELDS = ["box", "detected", "detection_confidence", "age", "age_low", "age_high", "gender",
-               "gender_confidence"]  # fmt: skip
+               "gender_confidence", "left_eye", "right_eye"]  # fmt: skip
 
 
 def user_with_token(name: str) -> tuple[object, str]:

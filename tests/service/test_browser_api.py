@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from predictions.models import Prediction
-from tests.service.test_browser import (
+from tests.service.browser import (
     RESULT_STATUS,
     accessibility_violations,
     choose_and_send,

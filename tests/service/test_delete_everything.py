@@ -111,6 +111,7 @@ def test_people_can_download_all_their_results(astronaut_jpeg):
         {
             "box": [1, 2, 30, 40], "detected": True, "detection_confidence": 0.99, "age": 31.5,
             "age_low": 25.0, "age_high": 38.0, "gender": "female", "gender_confidence": 0.93,
+            "left_eye": None, "right_eye": None,
         }
     ]  # fmt: skip
     assert "Download all results (JSON)" in client.get("/history/").content.decode()

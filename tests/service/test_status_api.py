@@ -16,6 +16,7 @@ def test_face_json_has_exactly_the_engine_field_names_and_values(astronaut_jpeg)
     engine_face = EngineFace(
         box=(182, 64, 265, 171), detected=True, detection_confidence=0.9991, age=33.4, age_low=27.0,
         age_high=41.0, gender="female", gender_confidence=0.9712,
+        landmarks=((203.6, 104.2), (241.4, 103.5), (222.0, 125.0), (206.0, 146.0), (238.0, 145.0)),
     )  # fmt: skip
     prediction = Prediction(original_name="a.jpg", session_key="visitor", status="done")
     prediction.image.save("a.jpg", ContentFile(astronaut_jpeg), save=True)
@@ -34,6 +35,8 @@ def test_face_json_has_exactly_the_engine_field_names_and_values(astronaut_jpeg)
     payload = client.get(f"/p/{prediction.id}/status/").json()
 
     assert payload["faces"] == [engine_face.to_dict()]
+    # The person's own eyes, as DeepFace names them: the left one is on the right of the photo.
+    assert payload["faces"][0]["left_eye"] == [241, 104] and payload["faces"][0]["right_eye"] == [204, 104]
     assert payload["status"] == "done" and payload["finished"] is True and payload["face_count"] == 1
 
 
