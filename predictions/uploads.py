@@ -16,6 +16,7 @@ from django.core.files.uploadedfile import UploadedFile
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
+from ml.images import FULL_DECODE_FORMATS
 from predictions import metadata
 from predictions.upload_handlers import MAX_NAME_LENGTH, sent_name_length
 
@@ -130,10 +131,14 @@ def _checked(path: Path, allowed_formats: set[str], upload_pixels_left: int | No
                         f"only {allowed_extensions_text()} photos are accepted."
                     )
                 width, height = image.size  # from the header: nothing decoded before the pixel limits
-                if width * height > settings.AGEGENDER_MAX_IMAGE_PIXELS:
+                if width * height > (limit := _pixel_limit(image_format)):
                     raise UploadRejected(
-                        f"The image is {width}×{height} pixels; the limit is "
-                        f"{settings.AGEGENDER_MAX_IMAGE_PIXELS // 1_000_000} megapixels."
+                        f"The image is {width}×{height} pixels; the limit is {limit / 1e6:g} megapixels"
+                        + (
+                            f" for a {image.format} photo (a JPEG may have more)."
+                            if limit < settings.AGEGENDER_MAX_IMAGE_PIXELS
+                            else "."
+                        )
                     )
                 if upload_pixels_left is not None and width * height > upload_pixels_left:
                     raise UploadRejected(
@@ -171,6 +176,14 @@ def _checked(path: Path, allowed_formats: set[str], upload_pixels_left: int | No
         height=height,
         converted=converted.data if converted is not None else None,
     )
+
+
+def _pixel_limit(image_format: str) -> int:
+    """The most pixels a photo of this format may have: lower for those a worker decodes only at full size
+    (`ml.images.FULL_DECODE_FORMATS`)."""
+    if image_format in FULL_DECODE_FORMATS:
+        return min(settings.AGEGENDER_MAX_IMAGE_PIXELS, settings.AGEGENDER_MAX_FULL_DECODE_PIXELS)
+    return settings.AGEGENDER_MAX_IMAGE_PIXELS
 
 
 def _incomplete() -> UploadRejected:

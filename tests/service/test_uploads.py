@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -491,3 +493,25 @@ def test_a_png_exiftool_cannot_rewrite_is_stored_as_a_jpeg_without_its_position(
     with Image.open(private_media / prediction.image.name) as kept:
         assert kept.format == "JPEG" and kept.size == (64, 48)
         assert 0x8825 not in kept.getexif() and kept.getexif()[0x0110] == "Phone 15"
+
+
+def test_a_webp_past_its_lower_pixel_limit_is_refused_saying_the_limit(client, private_media):
+    """WebP decodes only at full size (20 MP at most); a JPEG of the same 21 MP decodes reduced."""
+    flat = Image.new("RGB", (5000, 4200), (120, 110, 100))
+    sent = {}
+    for fmt in ("WEBP", "JPEG"):
+        buffer = io.BytesIO()
+        flat.save(buffer, format=fmt, quality=50)
+        sent[fmt] = buffer.getvalue()
+
+    response = post_files(client, SimpleUploadedFile("big.webp", sent["WEBP"], content_type="image/webp"))
+    assert response.status_code == 400
+    assert "The image is 5000×4200 pixels; the limit is 20 megapixels for a WEBP photo" in (
+        response.content.decode()
+    )
+    assert Prediction.objects.count() == 0
+    assert stored_files(private_media) == []
+
+    response = post_files(client, jpeg("big.jpg", sent["JPEG"]))
+    assert response.status_code == 302
+    assert (Prediction.objects.get().image_width, Prediction.objects.get().image_height) == (5000, 4200)
