@@ -159,6 +159,9 @@ AGEGENDER_TRUSTED_PROXIES = env_int("AGEGENDER_TRUSTED_PROXIES", 0)
 AGEGENDER_MEGAPIXELS_PER_HOUR = env_int("AGEGENDER_MEGAPIXELS_PER_HOUR", 2000)
 AGEGENDER_MAX_UPLOAD_PIXELS = env_int("AGEGENDER_MAX_UPLOAD_MEGAPIXELS", 250) * 1_000_000
 AGEGENDER_MAX_IMAGE_PIXELS = env_int("AGEGENDER_MAX_IMAGE_MEGAPIXELS", 50) * 1_000_000
+# WebP, HEIC and AVIF decode only at full size, through a second buffer: a lower limit keeps a worker under
+# 1.2 GB on them (ml.images.FULL_DECODE_FORMATS; the engine's own is AGEGENDER_MAX_FULL_DECODE_PIXELS).
+AGEGENDER_MAX_FULL_DECODE_PIXELS = env_int("AGEGENDER_MAX_FULL_DECODE_MEGAPIXELS", 20) * 1_000_000
 # ExifTool removes where a photo was taken before it is stored (Debian: libimage-exiftool-perl).
 AGEGENDER_EXIFTOOL = env_str("AGEGENDER_EXIFTOOL", "exiftool")
 # The upload form refuses a batch of more than AGEGENDER_MAX_FILES_PER_UPLOAD photos with a message; only a

@@ -1,5 +1,6 @@
-"""Peak memory of a worker process reading the largest photos the site accepts, each in a fresh process
-as a worker's job would read it (`worker.tasks._run`'s one decode, the engine, the renditions).
+"""Peak memory of a worker process reading the largest photos the site accepts (WebP and AVIF at their
+lower limit), each in a fresh process as a worker's job would read it (`worker.tasks._run`'s one
+decode, the engine, the renditions).
 
     .venv/bin/python bench/worker_memory.py [--side 7000]
 
@@ -50,21 +51,34 @@ print(json.dumps({{"loaded_mb": loaded, "loading_peak_mb": loading_peak, "warm_m
 
 
 def _photos(side: int, folder: Path) -> list[Path]:
+    """The largest photo of each kind the site accepts: `side`×`side`, and WebP and AVIF (decoded only at
+    full size, `ml.images.FULL_DECODE_FORMATS`) at the side of their lower limit."""
+    import math
+
     import numpy as np
+    import pillow_heif
     from PIL import Image
     from skimage import data
 
+    sys.path.insert(0, str(ROOT))
+    from ml.images import MAX_FULL_DECODE_PIXELS
+
+    pillow_heif.register_heif_opener()
+    full_side = min(side, math.isqrt(MAX_FULL_DECODE_PIXELS))
     face = Image.fromarray(data.astronaut())
     canvas = Image.new("RGB", (side, side), (200, 190, 180))
     canvas.paste(face.resize((side // 4, side // 4)), (side // 3, side // 3))
     noise = np.random.default_rng(0).integers(0, 40, (side, side, 3), dtype=np.uint8)
     noisy = Image.fromarray(np.clip(np.asarray(canvas, np.int16) + noise, 0, 255).astype(np.uint8))
+    grey16 = Image.fromarray(np.asarray(noisy.convert("L"), np.uint16) * 257)  # a scanner's 16-bit grey
     paths = []
     for name, image, kind in (
         ("smooth.png", canvas, "PNG"),
         ("rgba.png", canvas.convert("RGBA"), "PNG"),
+        ("grey16.png", grey16, "PNG"),
         ("noisy.jpg", noisy, "JPEG"),
-        ("noisy.webp", noisy, "WEBP"),
+        ("noisy.webp", noisy.resize((full_side, full_side)), "WEBP"),
+        ("noisy.avif", noisy.resize((full_side, full_side)), "AVIF"),
     ):
         buffer = io.BytesIO()
         image.save(buffer, format=kind, **({"quality": 90} if kind != "PNG" else {}))
@@ -75,6 +89,10 @@ def _photos(side: int, folder: Path) -> list[Path]:
 
 
 def main() -> None:
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=7000, help="photos side×side pixels (7000: 49 MP)")
     args = parser.parse_args()
@@ -89,8 +107,10 @@ def main() -> None:
             )
             figures = json.loads(result.stdout.strip().splitlines()[-1])
             size_mb = path.stat().st_size / 1e6
+            with Image.open(path) as image:
+                width, height = image.size
             print(
-                f"{path.name:11} {args.side}x{args.side} {size_mb:6.1f} MB: model loaded "
+                f"{path.name:11} {width}x{height} {size_mb:6.1f} MB: model loaded "
                 f"{figures['loaded_mb']} MB (peak while loading {figures['loading_peak_mb']} MB), after a "
                 f"first small photo {figures['warm_mb']} MB, "
                 f"peak while reading the photo {figures['peak_mb']} MB, {figures['faces']} face(s), "

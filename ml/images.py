@@ -19,6 +19,12 @@ register_heif_opener()  # HEIC/HEIF, what iPhones save by default (libheif insid
 
 #: Largest image we agree to decode (pixels). Larger files are refused as possible decompression bombs.
 MAX_PIXELS = int(os.environ.get("AGEGENDER_MAX_PIXELS", 60_000_000))
+#: Formats that Pillow decodes only at full size and through a buffer of the decoder's own (libwebp,
+#: libheif; GIF through its palette): 9–16 bytes a pixel against a PNG's 4, so a lower limit keeps a worker
+#: under 1.2 GB on them (`bench/worker_memory.py`). A JPEG decodes reduced; PNG, BMP and TIFF straight
+#: into the image, which is reduced before any conversion.
+FULL_DECODE_FORMATS = frozenset({"WEBP", "HEIF", "AVIF", "GIF"})
+MAX_FULL_DECODE_PIXELS = int(os.environ.get("AGEGENDER_MAX_FULL_DECODE_PIXELS", 20_000_000))
 #: Formats a person is expected to upload.
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "HEIF", "AVIF"})
 _USE = "use JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP or TIFF"
@@ -61,6 +67,13 @@ class Photo:
     def scale(self) -> float:
         """Original pixels per pixel of `image` (1.0 when not reduced)."""
         return self.width / self.image.width
+
+
+def pixel_limit(image_format: str) -> int:
+    """The most pixels we decode in a photo of this (Pillow) format."""
+    if image_format in FULL_DECODE_FORMATS:
+        return min(MAX_PIXELS, MAX_FULL_DECODE_PIXELS)
+    return MAX_PIXELS
 
 
 def load_image(source: ImageSource) -> Image.Image:
@@ -106,9 +119,10 @@ def decode_photo(source: ImageSource | Photo, *, max_side: int | None = None) ->
         if image.format and image.format not in ALLOWED_FORMATS:
             raise ImageError(f"{image.format} images are not supported ({_USE}).")
     width, height = image.size
-    if width * height > MAX_PIXELS:
+    if width * height > (limit := pixel_limit(image.format or "")):
+        kind = f" for a {image.format} image" if limit < MAX_PIXELS else ""
         raise ImageError(
-            f"The image is too large to process ({width}×{height}; limit {MAX_PIXELS:,} pixels)."
+            f"The image is too large to process ({width}×{height}; limit {limit:,} pixels{kind})."
         )
     if width < 1 or height < 1:
         raise ImageError("The image has no pixels.")
@@ -131,6 +145,8 @@ def decode_photo(source: ImageSource | Photo, *, max_side: int | None = None) ->
     del image
     if orientation in _QUARTER_TURNS:
         width, height = height, width
+    if upright.mode in _SIXTEEN_BIT:  # not reducible as it is: as 32-bit integers, which are
+        upright = upright.convert("I")
     if upright.mode in _REDUCIBLE:  # reduced before any conversion, which would copy it at full size
         upright = _reduced(Photo(upright, width, height), max_side).image
     return _reduced(Photo(_to_rgb(upright), width, height, image_format, icc_profile), max_side)
@@ -140,7 +156,8 @@ def decode_photo(source: ImageSource | Photo, *, max_side: int | None = None) ->
 _ORIENTATION = 0x0112
 _QUARTER_TURNS = (5, 6, 7, 8)
 #: Modes that resize as they are (the others are converted to RGB first).
-_REDUCIBLE = ("RGB", "RGBA", "L", "LA")
+_REDUCIBLE = ("RGB", "RGBA", "L", "LA", "CMYK", "I", "F")
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L")
 
 
 def _reduced(photo: Photo, max_side: int | None) -> Photo:
@@ -156,14 +173,15 @@ def _reduced(photo: Photo, max_side: int | None) -> Photo:
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        top = array.max() or 1.0
-        image = Image.fromarray((array * (255.0 / top)).clip(0, 255).astype(np.uint8), "L")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # single precision, in place: 4 bytes a pixel
+        array = np.asarray(image, dtype=np.float32)
+        array *= 255.0 / (float(array.max()) or 1.0)
+        image = Image.fromarray(np.clip(array, 0, 255, out=array).astype(np.uint8), "L")
     elif image.mode == "F":
-        array = np.asarray(image, dtype=np.float64)
-        array = (array - array.min()) / ((array.max() - array.min()) or 1.0)
-        image = Image.fromarray((array * 255).astype(np.uint8), "L")
+        array = np.array(image, dtype=np.float32)
+        array -= array.min()
+        array *= 255.0 / (float(array.max()) or 1.0)
+        image = Image.fromarray(array.astype(np.uint8), "L")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA"):

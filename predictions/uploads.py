@@ -55,6 +55,11 @@ CONVERTED_JPEG_QUALITY = 92
 #: File names are kept (shown on the pages, 255 characters in the database); a longer one is refused with
 #: a message rather than cut (`upload_handlers`).
 
+#: Formats Pillow decodes only at full size, at 9–16 bytes a pixel: they get a lower pixel limit. The
+#: engine's own copy is `ml.images.FULL_DECODE_FORMATS` (the web process does not import `ml`; a test
+#: keeps the two the same).
+FULL_DECODE_FORMATS = frozenset({"WEBP", "HEIF", "AVIF", "GIF"})
+
 
 class UploadRejected(ValueError):
     """The file cannot be accepted; the message says why, in plain words."""
@@ -130,10 +135,14 @@ def _checked(path: Path, allowed_formats: set[str], upload_pixels_left: int | No
                         f"only {allowed_extensions_text()} photos are accepted."
                     )
                 width, height = image.size  # from the header: nothing decoded before the pixel limits
-                if width * height > settings.AGEGENDER_MAX_IMAGE_PIXELS:
+                if width * height > (limit := _pixel_limit(image_format)):
                     raise UploadRejected(
-                        f"The image is {width}×{height} pixels; the limit is "
-                        f"{settings.AGEGENDER_MAX_IMAGE_PIXELS // 1_000_000} megapixels."
+                        f"The image is {width}×{height} pixels; the limit is {limit / 1e6:g} megapixels"
+                        + (
+                            f" for a {image.format} photo (a JPEG may have more)."
+                            if limit < settings.AGEGENDER_MAX_IMAGE_PIXELS
+                            else "."
+                        )
                     )
                 if upload_pixels_left is not None and width * height > upload_pixels_left:
                     raise UploadRejected(
@@ -171,6 +180,14 @@ def _checked(path: Path, allowed_formats: set[str], upload_pixels_left: int | No
         height=height,
         converted=converted.data if converted is not None else None,
     )
+
+
+def _pixel_limit(image_format: str) -> int:
+    """The most pixels a photo of this format may have: lower for those a worker decodes only at full size
+    (`FULL_DECODE_FORMATS`)."""
+    if image_format in FULL_DECODE_FORMATS:
+        return min(settings.AGEGENDER_MAX_IMAGE_PIXELS, settings.AGEGENDER_MAX_FULL_DECODE_PIXELS)
+    return settings.AGEGENDER_MAX_IMAGE_PIXELS
 
 
 def _incomplete() -> UploadRejected:

@@ -40,7 +40,7 @@ def apply_process_settings() -> None:
             logger.warning("%s=%r is not a whole number; ignored", name, raw)
             continue
         if name == "AGEGENDER_WORKER_NICE":
-            os.nice(value)
+            _renice_every_thread(value)
             continue
         import tensorflow as tf
 
@@ -49,6 +49,20 @@ def apply_process_settings() -> None:
             tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:  # TensorFlow already started in this process: its threads are fixed
             logger.warning("%s ignored: TensorFlow was already initialised", name)
+
+
+def _renice_every_thread(value: int) -> None:
+    """Linux keeps a niceness per thread, and the model is loaded in a thread of its own
+    (`preload_in_background`): every thread is reniced, the one that runs the tasks included; threads
+    started later inherit it from theirs."""
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:  # not Linux: niceness belongs to the process
+        os.nice(value)
+        return
+    for tid in threads:
+        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + value)
 
 
 def get_predictor() -> Predictor:

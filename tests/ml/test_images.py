@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ml import ImageError
-from ml.images import load_image
+from ml.images import decode_photo, load_image
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +146,20 @@ def test_missing_file_and_empty_file(tmp_path):
 
 def test_image_error_is_a_value_error():
     assert issubclass(ImageError, ValueError)
+
+
+def test_formats_decoded_only_at_full_size_have_a_lower_pixel_limit():
+    # 21 MP: within the limit for a PNG, past it for a WebP (libwebp decodes at full size, into a buffer
+    # of its own, and a worker would pass 1.2 GB at 50 MP); refused from the header, before decoding.
+    flat = Image.new("RGB", (5000, 4200), (120, 110, 100))
+    with pytest.raises(ImageError, match=r"5000×4200; limit 20,000,000 pixels for a WEBP image"):
+        load_image(encode(flat, "WEBP", quality=50))
+    assert load_image(encode(flat, "PNG")).size == (5000, 4200)
+
+
+def test_sixteen_bit_greyscale_is_reduced_before_it_is_converted():
+    ramp = (np.arange(6000 * 60, dtype=np.uint32).reshape(60, 6000) % 65536).astype(np.uint16)
+    photo = decode_photo(encode(Image.fromarray(ramp), "PNG"), max_side=4096)
+    assert (photo.width, photo.height, photo.image.size, photo.image.mode) == (6000, 60, (3000, 30), "RGB")
+    low, high = photo.image.getextrema()[0]
+    assert low < 20 and high > 240  # scaled from 16 bits to 8, not cut

@@ -35,6 +35,38 @@ def test_the_served_engine_and_the_service_never_import_training_code():
     assert len(served) >= 10  # images, detection, alignment, model, predictor, ...
 
 
+def runtime_imports(path: Path) -> set[str]:
+    """`imported_modules` less those under `if TYPE_CHECKING:` (types only, never run)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            node.body = []
+    return imported_modules_of(tree)
+
+
+def imported_modules_of(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_web_side_never_imports_the_engine():
+    """docs/architecture.md: the web process stays light (no TensorFlow, no NumPy through `ml`); the
+    typed face crosses the boundary for type checking only."""
+    web = [*(ROOT / "predictions").rglob("*.py"), *(ROOT / "agegender_site").rglob("*.py")]
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(
+            n for n in runtime_imports(path) if n == "ml" or n.startswith("ml.")
+        )
+        for path in web
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
 def test_the_command_line_loads_training_code_only_for_the_command_that_runs_it():
     code = (
         "import sys; from ml.cli import build_parser; build_parser(); "

@@ -42,6 +42,30 @@ def test_worker_niceness_and_tensorflow_threads_come_from_the_environment():
     }
 
 
+THREADED_PROBE = """
+import json, os, threading
+from worker.model import apply_process_settings
+before = os.nice(0)
+loader = threading.Thread(target=apply_process_settings)  # as `preload_in_background` loads the model
+loader.start()
+loader.join()
+print(json.dumps({"nice": os.nice(0) - before}))
+"""
+
+
+def test_niceness_set_while_loading_in_another_thread_holds_for_the_thread_running_tasks():
+    done = subprocess.run(
+        [sys.executable, "-c", THREADED_PROBE],
+        cwd=ROOT,
+        env={**os.environ, "AGEGENDER_WORKER_NICE": "7", "AGEGENDER_TF_THREADS": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"nice": 7}
+
+
 def test_unset_or_malformed_settings_leave_the_process_as_it_was():
     assert run_probe(AGEGENDER_WORKER_NICE="", AGEGENDER_TF_THREADS="many") == {
         "nice": 0,
