@@ -58,7 +58,7 @@ def view_outputs(predictor, batch, size: int = 64):
     for start in range(0, len(batch["image"]), size):
         part = {k: np.asarray(v[start : start + size], np.float32) for k, v in batch.items()}
         views = test_time_views(part)
-        out = predictor._model(views if len(views) > 1 else views["image"], training=False)
+        out = predictor.model(views if len(views) > 1 else views["image"], training=False)
         ages.append(np.asarray(out["age"]).reshape(len(VIEWS), -1, out["age"].shape[-1]))
         males.append(np.asarray(out["gender"]).reshape(len(VIEWS), -1))
     return np.concatenate(ages, axis=1), np.concatenate(males, axis=1)
@@ -93,7 +93,7 @@ def model_ms_per_face(predictor, views: tuple[str, ...], repeat: int = 10, batch
     @tf.function(input_signature=signature)
     def infer(chips):
         made = test_time_views(chips, views)
-        return merge_views(predictor._model(made, training=False), len(views))
+        return merge_views(predictor.model(made, training=False), len(views))
 
     rng = np.random.default_rng(0)
     chips = {n: rng.integers(0, 256, (batch, s, s, 3)).astype(np.float32) for n, (_, s) in specs.items()}

@@ -34,7 +34,7 @@ BATCH = 16
 
 def best_turned(detector: FaceDetector, rgb: np.ndarray) -> float:
     """The highest confidence of a face found in any turn of `rgb` (0 for none)."""
-    turned = detector._detect_as_given([np.ascontiguousarray(np.rot90(rgb, k)) for k in TURNS])
+    turned = detector.detect_as_given([np.ascontiguousarray(np.rot90(rgb, k)) for k in TURNS])
     return max((d.confidence for faces in turned for d in faces), default=0.0)
 
 
@@ -66,16 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         for start in range(0, len(samples), BATCH):
             chunk = samples[start : start + BATCH]
             images = [np.asarray(load_image(s.path)) for s in chunk]
-            for rgb, sample, faces in zip(images, chunk, detector._detect_as_given(images), strict=True):
+            for rgb, sample, faces in zip(images, chunk, detector.detect_as_given(images), strict=True):
                 if faces:
                     with_face.append(sample)
                 else:
-                    invented.append((best_turned(detector, rgb), bool(detector._weak_faces(rgb))))
+                    invented.append((best_turned(detector, rgb), bool(detector.weak_faces(rgb))))
         for sample in rng.sample(with_face, min(args.sample, len(with_face))):
             rgb = np.ascontiguousarray(np.rot90(np.asarray(load_image(sample.path)), rng.choice(TURNS)))
-            if detector._detect_as_given([rgb])[0]:
+            if detector.detect_as_given([rgb])[0]:
                 continue  # found as it came: the turned search would not run
-            sideways.append((best_turned(detector, rgb), bool(detector._weak_faces(rgb))))
+            sideways.append((best_turned(detector, rgb), bool(detector.weak_faces(rgb))))
         print(
             f"{folder.name}: {len(samples)} training photos, {len(samples) - len(with_face)} without a face"
         )

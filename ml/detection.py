@@ -93,18 +93,18 @@ class FaceDetector:
         from mtcnn import MTCNN
 
         self._tf = tf
-        self._mtcnn = MTCNN()
+        self.mtcnn = MTCNN()
         # The package calls its three Keras networks eagerly, PNet once per pyramid scale; compiled once
         # here for any image size (one trace each), detection takes about half the time, same boxes.
         # The concrete function is called directly: no signature matching on each of PNet's calls.
-        for stage in getattr(self._mtcnn, "stages", ()):
+        for stage in getattr(self.mtcnn, "stages", ()):
             if getattr(stage, "_model", None) is not None:
                 stage._model = tf.function(
                     stage._model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
                 ).get_concrete_function()
         # The frame-cut search's own pipeline, on the same compiled networks: between PNet and RNet, the
         # proposals that cannot be a face cut by the frame are dropped (`_AcrossTheFrame`).
-        pnet, *refine = self._mtcnn.stages
+        pnet, *refine = self.mtcnn.stages
         self._cut_mtcnn = MTCNN(stages=[pnet, _AcrossTheFrame(), *refine])
         _normalise_once()
         self.min_confidence = min_confidence
@@ -125,7 +125,7 @@ class FaceDetector:
         shorter = min(height, width)
         large = [
             d
-            for d in self._weak_faces(rgb)
+            for d in self.weak_faces(rgb)
             if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= FALLBACK_MIN_SHARE * shorter
         ]
         if large:
@@ -137,9 +137,9 @@ class FaceDetector:
         )
 
     def detect_many(self, images: list[np.ndarray]) -> list[list[Detection]]:
-        """Detect faces in several RGB arrays, each exactly as `detect` would (see `_detect_as_given`);
+        """Detect faces in several RGB arrays, each exactly as `detect` would (see `detect_as_given`);
         photos with none are searched again turned (`TURNS`)."""
-        found = self._detect_as_given(images)
+        found = self.detect_as_given(images)
         for i, faces in enumerate(found):
             faces.extend(self._cut_faces(images[i], faces))
             faces.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
@@ -169,7 +169,7 @@ class FaceDetector:
             if min(w, h) >= CUT_MIN_FACE_PX and max(seen_w, 0) * max(seen_h, 0) >= CUT_MIN_SEEN * w * h:
                 raw.append(item)
         kept = []
-        for d in self._convert(raw, scale, pad, rgb.shape):
+        for d in self.convert_raw(raw, scale, pad, rgb.shape):
             x1, y1, x2, y2 = d.box  # clipped to the photo
             cx, cy = d.landmarks[2]  # the nose: a mirrored ghost's lies in the border
             slack = 0.1 * min(x2 - x1, y2 - y1)  # a face cut through its middle has its nose on the edge
@@ -183,33 +183,33 @@ class FaceDetector:
         return kept
 
     def _detect_turned(self, rgb: np.ndarray) -> list[Detection]:
-        turned = self._detect_as_given([np.ascontiguousarray(np.rot90(rgb, k)) for k in TURNS])
+        turned = self.detect_as_given([np.ascontiguousarray(np.rot90(rgb, k)) for k in TURNS])
         best = max(
             zip(TURNS, turned, strict=True), key=lambda kf: max((d.confidence for d in kf[1]), default=0)
         )
         k, faces = best
-        if not faces or (max(d.confidence for d in faces) < TURNED_MIN_CONFIDENCE and self._weak_faces(rgb)):
+        if not faces or (max(d.confidence for d in faces) < TURNED_MIN_CONFIDENCE and self.weak_faces(rgb)):
             return []
         height, width = rgb.shape[:2]
         back = []
         for d in faces:
             x1, y1, x2, y2 = d.box
-            corners = _unturn(np.array([[x1, y1], [x2, y2]]), k, width, height)
+            corners = unturn(np.array([[x1, y1], [x2, y2]]), k, width, height)
             box = (*corners.min(axis=0), *corners.max(axis=0))
             back.append(
-                Detection(tuple(float(v) for v in box), d.confidence, _unturn(d.landmarks, k, width, height))
+                Detection(tuple(float(v) for v in box), d.confidence, unturn(d.landmarks, k, width, height))
             )
         return back
 
-    def _weak_faces(self, rgb: np.ndarray) -> list[Detection]:
+    def weak_faces(self, rgb: np.ndarray) -> list[Detection]:
         """Every face MTCNN sees in the photo as it came with its thresholds at `FALLBACK_THRESHOLDS`."""
         prepared = self._prepare(rgb)
         if prepared is None:
             return []
         raw = self._run(prepared[0], self._search_px(prepared[1]), **FALLBACK_THRESHOLDS)
-        return self._convert(raw, *prepared[1:], rgb.shape, min_confidence=0.0)
+        return self.convert_raw(raw, *prepared[1:], rgb.shape, min_confidence=0.0)
 
-    def _detect_as_given(self, images: list[np.ndarray]) -> list[list[Detection]]:
+    def detect_as_given(self, images: list[np.ndarray]) -> list[list[Detection]]:
         prepared = [self._prepare(rgb) for rgb in images]
         raw: list[list[dict]] = [[] for _ in images]
         # Each photo alone: the package's batches move the faces it finds by up to 10 px (and can add or
@@ -220,7 +220,7 @@ class FaceDetector:
             if p is not None:
                 raw[i] = self._run(p[0], self._search_px(p[1]))
         return [
-            self._convert(raw[i], *prepared[i][1:], images[i].shape) if prepared[i] is not None else []
+            self.convert_raw(raw[i], *prepared[i][1:], images[i].shape) if prepared[i] is not None else []
             for i in range(len(images))
         ]
 
@@ -239,7 +239,7 @@ class FaceDetector:
             work = np.pad(work, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
         return work, scale, pad
 
-    def _convert(
+    def convert_raw(
         self,
         raw: list[dict],
         scale: float,
@@ -281,7 +281,7 @@ class FaceDetector:
         # gets no face, so that one odd image never crashes the caller.
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                result = (mtcnn or self._mtcnn).detect_faces([work], min_face_size=search_px, **options)
+                result = (mtcnn or self.mtcnn).detect_faces([work], min_face_size=search_px, **options)
         except (self._tf.errors.InvalidArgumentError, ValueError, IndexError):
             return []
         if result and isinstance(result[0], dict):  # the one photo's faces, not wrapped in a list
@@ -329,7 +329,7 @@ def _normalise_once() -> None:
     package.standarize_batch = standarize_batch
 
 
-def _unturn(points: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
+def unturn(points: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
     """(N, 2) x, y points in `numpy.rot90(image, k)` → the same points in `image` (`width` × `height`)."""
     x, y = np.asarray(points, dtype=np.float64).T
     if k % 4 == 1:  # turned anticlockwise: a point (x, y) there was at (width - y, x)

@@ -50,6 +50,11 @@ class Predictor:
 
         self._infer = infer
 
+    @property
+    def model(self):
+        """The loaded Keras network, as measurements and tests call it."""
+        return self._model
+
     @classmethod
     def load(cls, model_dir: str | os.PathLike | None = None) -> Predictor:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

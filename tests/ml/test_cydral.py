@@ -84,7 +84,7 @@ def test_gender_expert_blends_in_logit_space_and_survives_saving(engine, astrona
     (found,) = engine.detector.detect_many([np.asarray(astronaut)])[0]
     chips = engine.chips_of(np.asarray(astronaut), found.landmarks)
     chips = {name: np.concatenate([c, c[:, :, ::-1]]).astype(np.float32) for name, c in chips.items()}
-    fused = engine._model
+    fused = engine.model
     if "agegender_fused" in [layer.name for layer in fused.layers]:  # the shipped model has one already
         fused = fused.get_layer("agegender_fused")
     ours = fused.predict_on_batch(chips)

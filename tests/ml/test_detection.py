@@ -47,7 +47,7 @@ def test_a_group_selfie_with_faces_cut_by_the_frame_finds_them(engine, recall_be
 def test_the_cut_faces_were_missed_without_the_frame_cut_search(engine, recall_bench, loose_face):
     photo, boxes = recall_bench.cut_selfie(loose_face, cut=0.5)
     plain = FaceDetector(cut_faces=False)
-    plain._mtcnn = engine.detector._mtcnn  # the same compiled networks
+    plain.mtcnn = engine.detector.mtcnn  # the same compiled networks
     hits = recall_bench.found_in(plain.detect(photo), boxes)
     assert hits[:4] == [True] * 4 and sum(hits[4:]) < 3
 
@@ -70,7 +70,7 @@ def test_a_face_found_in_the_mirrored_border_is_mapped_back_and_clipped():
     keypoints = {"left_eye": (70, 110), "right_eye": (100, 110), "nose": (85, 125)}
     keypoints |= {"mouth_left": (72, 140), "mouth_right": (98, 140)}
     raw = [{"box": (60, 90, 50, 60), "confidence": 0.99, "keypoints": keypoints}]
-    [d] = detector._convert(raw, 0.25, 80, (1200, 1600, 3))
+    [d] = detector.convert_raw(raw, 0.25, 80, (1200, 1600, 3))
     assert d.box == (0.0, 40.0, 120.0, 280.0)  # x from -80 clipped to 0
     assert np.allclose(d.landmarks[0], (-40, 120)) and np.allclose(d.landmarks[2], (20, 180))
 

@@ -125,7 +125,7 @@ def test_the_compiled_detector_finds_what_the_mtcnn_package_finds(engine, astron
 
 
 def test_turned_points_map_back_onto_the_photo_as_it_came():
-    from ml.detection import _unturn
+    from ml.detection import unturn
 
     height, width = 5, 8
     marks = np.arange(height * width).reshape(height, width)
@@ -133,7 +133,7 @@ def test_turned_points_map_back_onto_the_photo_as_it_came():
         turned = np.rot90(marks, k)
         rows, cols = np.indices(turned.shape)
         centres = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=1)  # x, y of each pixel's centre
-        x, y = _unturn(centres, k, width, height).T
+        x, y = unturn(centres, k, width, height).T
         assert np.array_equal(marks[(y - 0.5).astype(int), (x - 0.5).astype(int)], turned.ravel())
 
 
