@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -65,7 +66,10 @@ def decode_chips(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     from ml.training.chips import webp_decode
 
     items = [blob[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(offsets) - 1)]
-    with ProcessPoolExecutor(max(1, min(16, os.cpu_count() or 1))) as pool:
+    # spawned, not forked: a fork of a process with threads running (TensorFlow's, a test's worker) can
+    # hang on a lock one of them held
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max(1, min(16, os.cpu_count() or 1)), mp_context=context) as pool:
         return np.stack(list(pool.map(webp_decode, items, chunksize=512)))
 
 

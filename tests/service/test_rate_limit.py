@@ -127,29 +127,23 @@ def test_one_upload_holds_so_many_pixels_and_the_photos_past_that_are_refused_un
     )
 
 
-def test_twenty_uploads_at_once_with_ten_left_let_exactly_ten_through(upload_allowance):
+def test_twenty_uploads_at_once_with_ten_left_let_exactly_ten_through(upload_allowance, settings):
     """The real Redis, twenty processes released together: the check and the count are one step."""
     import multiprocessing
 
     from predictions import ratelimit
 
     upload_allowance(10)
-    start = multiprocessing.get_context("fork")
+    start = multiprocessing.get_context("spawn")
     barrier = start.Barrier(20)
     results = start.Queue()
+    from tests.service.allowance_race import take_when_all_are_ready
 
-    def one_upload() -> None:
-        ratelimit._client.cache_clear()  # a connection of this process's own
-        ratelimit._script.cache_clear()
-        barrier.wait()
-        results.put(
-            isinstance(ratelimit.take("198.51.100.20", photos=1, pixels=12_000_000), ratelimit.Allowed)
-        )
-
-    processes = [start.Process(target=one_upload) for _ in range(20)]
+    args = (settings.REDIS_URL, settings.AGEGENDER_QUEUE, 10, barrier, results)
+    processes = [start.Process(target=take_when_all_are_ready, args=args) for _ in range(20)]
     for process in processes:
         process.start()
-    outcomes = [results.get(timeout=60) for _ in processes]
+    outcomes = [results.get(timeout=180) for _ in processes]
     for process in processes:
         process.join(timeout=60)
 
