@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from predictions import selectors
-from predictions.models import Face, Prediction
+from predictions.models import RESULT_FIELDS, Face, Prediction
 
 
 class RoundedFloatField(serializers.FloatField):
@@ -51,18 +51,7 @@ class FaceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Face
-        fields = [
-            "box",
-            "detected",
-            "detection_confidence",
-            "age",
-            "age_low",
-            "age_high",
-            "gender",
-            "gender_confidence",
-            "left_eye",
-            "right_eye",
-        ]
+        fields = ["box", *RESULT_FIELDS]  # the one field list, on the model
         read_only_fields = fields
 
 
