@@ -12,6 +12,7 @@ augmentation's own artefacts:
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -257,6 +258,7 @@ def cut_photo(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 PHOTO_SPOILS = ("scan", "cut")
 
 
+@functools.lru_cache(maxsize=4096)  # every model of one evaluation reads the same spoilt photo
 def spoiled_photo(path, kind: str, key: str) -> bytes:
     """The photo at `path`, upright, spoilt by `kind` ("scan" or "cut") with draws seeded by its `key`
     (the same photo every run and for every model), as JPEG bytes."""
