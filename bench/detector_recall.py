@@ -1,7 +1,7 @@
 """Detector recall on group photos composed from real labelled faces.
 
     python bench/detector_recall.py [--photos 20] [--faces 6] [--seed 0] [--size 1600x1200] [--tiles 90-400]
-        [--cut 0.3] [--selfie]
+        [--cut 0.3] [--selfie] [--proposer blazeface|pyramid]
 
 Each photo is a canvas (1600×1200 by default; a blurred, enlarged crop of another dataset photo as
 background) with N real face photos from UTKFace and All-Age-Faces pasted at random sizes (90–400 px by
@@ -29,7 +29,7 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.detection import FaceDetector  # noqa: E402
+from ml.detection import PROPOSERS, FaceDetector  # noqa: E402
 from ml.training.data import DATASETS_DIR, read_labels  # noqa: E402
 
 
@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cut", type=float, default=0.0, help="share of faces placed across the frame")
     parser.add_argument("--selfie", action="store_true", help="also the astronaut group selfie")
     parser.add_argument("--no-cut-search", action="store_true", help="without the frame-cut search (before)")
+    parser.add_argument(
+        "--proposer", choices=PROPOSERS, default=PROPOSERS[0], help="where RNet's candidates come from"
+    )
     args = parser.parse_args(argv)
     size = tuple(int(v) for v in args.size.lower().split("x"))
     tiles = tuple(int(v) for v in args.tiles.split("-"))
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     samples = [s for f in folders for s in read_labels(f)]
     rng = random.Random(args.seed)
-    detector = FaceDetector(cut_faces=not args.no_cut_search)
+    detector = FaceDetector(cut_faces=not args.no_cut_search, proposer=args.proposer)
     if args.selfie:
         selfie_figures(detector)
     found_by_size: dict[str, list[bool]] = {band: [] for band in bands}

@@ -1,4 +1,12 @@
-"""Face detection with MTCNN (the `mtcnn` package, whose weights ship inside its wheel).
+"""Face detection: BlazeFace proposes, MTCNN decides (`mtcnn`, whose weights ship inside its wheel).
+
+MTCNN's RNet and ONet judge every candidate and place its box and five landmarks. The candidates come from
+BlazeFace (`ml.proposals`: one look at the whole photo and one at each 320-px tile, about 3 ms each,
+`ml.refine`), or, with `proposer="pyramid"`, from MTCNN's own PNet slid over an image pyramid, which
+took two thirds of a photo's detection time. BlazeFace's tiles reach faces of about `SMALL_FACE_PX` at
+detection scale; a photo where it finds none is searched by the pyramid as well, down to MTCNN's 12-px
+window, so that a lone small face (a distant face in a phone photo) is still found. Measured against the
+pyramid by `python bench/detector_recall.py --proposer blazeface|pyramid` (ml/MODEL_CARD.md, "Detector").
 
 Thresholds (documented in the README and the model card):
 - a detection is kept when MTCNN's final confidence is at least `MIN_CONFIDENCE` (0.90) and its box is
@@ -70,6 +78,13 @@ TURNS = (1, 3, 2)
 #: missed, 242 are found (254 at 0.90 alone).
 TURNED_MIN_CONFIDENCE = 0.99
 
+#: Faces smaller than this (box side, pixels at detection scale) may be missed where larger ones are found:
+#: BlazeFace's reach in a `ml.proposals.TILE_PX` tile (`MIN_FACE_INPUT_PX` read at the tile's scale).
+SMALL_FACE_PX = 27
+#: Where MTCNN's RNet and ONet get their candidate boxes: BlazeFace (`ml.proposals`), or MTCNN's own PNet
+#: over an image pyramid (slower; kept for comparison and for the weak-face search).
+PROPOSERS = ("blazeface", "pyramid")
+
 #: Order of the five landmarks everywhere in `ml`: eyes, nose, mouth corners, left/right as seen in the image
 #: (for a face found turned, as seen with the face upright, so that alignment turns it upright).
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -86,7 +101,11 @@ class FaceDetector:
     """MTCNN behind a small, safe interface: RGB array in, list of `Detection` out, largest first."""
 
     def __init__(
-        self, min_confidence: float = MIN_CONFIDENCE, min_face_px: int = MIN_FACE_PX, cut_faces: bool = True
+        self,
+        min_confidence: float = MIN_CONFIDENCE,
+        min_face_px: int = MIN_FACE_PX,
+        cut_faces: bool = True,
+        proposer: str = "blazeface",
     ) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
@@ -105,6 +124,14 @@ class FaceDetector:
         # The frame-cut search's own pipeline, on the same compiled networks: between PNet and RNet, the
         # proposals that cannot be a face cut by the frame are dropped (`_AcrossTheFrame`).
         pnet, *refine = self.mtcnn.stages
+        if proposer not in PROPOSERS:
+            raise ValueError(f"proposer must be one of {PROPOSERS}, not {proposer!r}")
+        self.proposer = proposer
+        self._blazeface = None
+        if proposer == "blazeface":
+            from ml.proposals import BlazeFace
+
+            self._blazeface = BlazeFace()
         self._cut_mtcnn = MTCNN(stages=[pnet, _AcrossTheFrame(), *refine])
         _normalise_once()
         self.min_confidence = min_confidence
@@ -141,6 +168,9 @@ class FaceDetector:
         photos with none are searched again turned (`TURNS`)."""
         found = self.detect_as_given(images)
         for i, faces in enumerate(found):
+            if not faces and self._blazeface is not None:
+                # a face under BlazeFace's reach (`SMALL_FACE_PX`) may be alone in the photo: the pyramid
+                faces = found[i] = self.detect_as_given([images[i]], pyramid=True)[0]
             faces.extend(self._cut_faces(images[i], faces))
             faces.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
             if not faces:
@@ -177,7 +207,7 @@ class FaceDetector:
             # one spanning the whole photo is a close-up, or a blurred backdrop, not a face the frame cut
             touches = touches and not ((x1 <= 0 and x2 >= width) or (y1 <= 0 and y2 >= height))
             inside = -slack < cx < width + slack and -slack < cy < height + slack
-            known = any(f.box[0] <= cx <= f.box[2] and f.box[1] <= cy <= f.box[3] for f in found + kept)
+            known = any(_holds(f.box, cx, cy) for f in found + kept)
             if touches and inside and not known:
                 kept.append(d)
         return kept
@@ -206,10 +236,10 @@ class FaceDetector:
         prepared = self._prepare(rgb)
         if prepared is None:
             return []
-        raw = self._run(prepared[0], self._search_px(prepared[1]), **FALLBACK_THRESHOLDS)
+        raw = self._run(prepared[0], self._search_px(prepared[1]), pyramid=True, **FALLBACK_THRESHOLDS)
         return self.convert_raw(raw, *prepared[1:], rgb.shape, min_confidence=0.0)
 
-    def detect_as_given(self, images: list[np.ndarray]) -> list[list[Detection]]:
+    def detect_as_given(self, images: list[np.ndarray], pyramid: bool = False) -> list[list[Detection]]:
         prepared = [self._prepare(rgb) for rgb in images]
         raw: list[list[dict]] = [[] for _ in images]
         # Each photo alone: the package's batches move the faces it finds by up to 10 px (and can add or
@@ -218,7 +248,7 @@ class FaceDetector:
         # it, in training chips too. Batching was about twice as fast.
         for i, p in enumerate(prepared):
             if p is not None:
-                raw[i] = self._run(p[0], self._search_px(p[1]))
+                raw[i] = self._run(p[0], self._search_px(p[1]), pyramid=pyramid)
         return [
             self.convert_raw(raw[i], *prepared[i][1:], images[i].shape) if prepared[i] is not None else []
             for i in range(len(images))
@@ -259,6 +289,10 @@ class FaceDetector:
             landmarks = (landmarks - pad) / scale
             box[[0, 2]] = box[[0, 2]].clip(0, width)
             box[[1, 3]] = box[[1, 3]].clip(0, height)
+            # MTCNN clips a box to its last whole pixel at detection scale: one ending there reaches the edge
+            edge = 1.0 / scale + 1e-6
+            box[2] = width if box[2] >= width - edge else box[2]
+            box[3] = height if box[3] >= height - edge else box[3]
             short_side = min(box[2] - box[0], box[3] - box[1])
             if confidence < min_confidence or short_side < self.min_face_px:
                 continue
@@ -274,19 +308,40 @@ class FaceDetector:
         detected at its own size, as the package's default; 12 for one scaled to half or less."""
         return float(max(MTCNN_WINDOW_PX, self.min_face_px * scale))
 
-    def _run(self, work: np.ndarray, search_px: float, mtcnn=None, **options) -> list[dict]:
-        """MTCNN's raw faces in one prepared photo (see `_search_px`); `options` go to the package's
-        stages (stage thresholds, pyramid step, `_AcrossTheFrame`'s frame)."""
+    def _run(
+        self, work: np.ndarray, search_px: float, mtcnn=None, pyramid: bool = False, **options
+    ) -> list[dict]:
+        """MTCNN's raw faces in one prepared photo (see `_search_px`), from BlazeFace's candidates unless
+        `pyramid` (or the detector's `proposer`) asks for PNet's; `options` go to the stages (stage
+        thresholds, pyramid step, `_AcrossTheFrame`'s frame)."""
         # The package raises TensorFlow errors on some pyramid shapes and prints to stdout; such a photo
         # gets no face, so that one odd image never crashes the caller.
         try:
             with contextlib.redirect_stdout(io.StringIO()):
+                if self._blazeface is not None and not pyramid:
+                    return self._refined(work, cut=mtcnn is self._cut_mtcnn, **options)
                 result = (mtcnn or self.mtcnn).detect_faces([work], min_face_size=search_px, **options)
         except (self._tf.errors.InvalidArgumentError, ValueError, IndexError):
             return []
         if result and isinstance(result[0], dict):  # the one photo's faces, not wrapped in a list
             return list(result)
         return list(result[0]) if len(result) == 1 else []
+
+    def _refined(
+        self, work: np.ndarray, cut: bool, frame=None, scale_factor=None, **thresholds
+    ) -> list[dict]:
+        """BlazeFace's candidates (`ml.proposals`) through RNet and ONet (`ml.refine`); the frame-cut
+        search looks at its small photo whole (its faces are large there), and keeps only the candidates
+        across the frame."""
+        from mtcnn.utils.bboxes import resize_to_square
+
+        from ml.proposals import as_mtcnn_boxes
+        from ml.refine import refine
+
+        candidates = resize_to_square(as_mtcnn_boxes(self._blazeface.propose(work)))
+        between = _AcrossTheFrame() if cut else None
+        refine_stages = self.mtcnn.stages[1:]
+        return refine(self._tf, refine_stages, work, candidates, between=between, frame=frame, **thresholds)
 
 
 class _AcrossTheFrame:
@@ -327,6 +382,14 @@ def _normalise_once() -> None:
     standarize_batch.once = True
     standarize_batch.plain = plain
     package.standarize_batch = standarize_batch
+
+
+def _holds(box: tuple[float, float, float, float], x: float, y: float) -> bool:
+    """Whether (x, y) lies in `box` grown by a tenth of its shorter side: a face found cut by the frame is
+    found again by the frame-cut search with its nose on the edge, a pixel or two past the first box."""
+    x1, y1, x2, y2 = box
+    slack = 0.1 * min(x2 - x1, y2 - y1)
+    return x1 - slack <= x <= x2 + slack and y1 - slack <= y <= y2 + slack
 
 
 def unturn(points: np.ndarray, k: int, width: int, height: int) -> np.ndarray:

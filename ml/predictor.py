@@ -56,7 +56,9 @@ class Predictor:
         return self._model
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike | None = None) -> Predictor:
+    def load(cls, model_dir: str | os.PathLike | None = None, proposer: str = "blazeface") -> Predictor:
+        """The model in `model_dir` (default: `AGEGENDER_MODEL_DIR`, else the shipped one), warmed up, with a
+        detector whose candidates come from `proposer` (`ml.detection.PROPOSERS`)."""
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import keras
 
@@ -65,7 +67,7 @@ class Predictor:
         model_dir = Path(model_dir or os.environ.get("AGEGENDER_MODEL_DIR") or DEFAULT_MODEL_DIR)
         manifest = read_manifest(model_dir)
         model = keras.models.load_model(model_dir / manifest["file"], compile=False)
-        predictor = cls(model, manifest, FaceDetector())
+        predictor = cls(model, manifest, FaceDetector(proposer=proposer))
         predictor.predict_chips(
             predictor.chips_of(np.zeros((8, 8, 3), np.uint8), whole_image_landmarks(8, 8))
         )

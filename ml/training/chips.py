@@ -31,6 +31,8 @@ from ml.training.data import Sample, read_labels
 #: Bumped whenever the cached chips change, so that old caches are rebuilt (the versions' history is in
 #: ml/MODEL_CARD.md). v7: v6's chips, plus the five landmarks each face was aligned from.
 PIPELINE_VERSION = "mtcnn1.0-align1.4-v7"
+#: Where the chip builder's MTCNN gets its candidates (`ml.detection.PROPOSERS`).
+DETECTOR_PROPOSER = "pyramid"
 #: Side of the stored "face" framing: the input of the Cydral age network.
 FACE_SIZE = CHIP_SIZES["age"]
 
@@ -53,7 +55,10 @@ def _chip_batch(args: tuple[list[str], int]) -> list[tuple[np.ndarray, np.ndarra
     from ml.images import load_image
 
     if _detector is None:
-        _detector = FaceDetector()
+        # MTCNN's own pyramid, as up to v7: the cached chips (and every model trained on them) stay valid.
+        # On the training photos, tight crops, its faces and BlazeFace's differ by well under a pixel of
+        # landmark (ml/MODEL_CARD.md, "Detector").
+        _detector = FaceDetector(proposer=DETECTOR_PROPOSER)
     images = [np.asarray(load_image(path)) for path in paths]
     out = []
     for rgb, faces in zip(images, _detector.detect_many(images), strict=False):

@@ -187,6 +187,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-dir", type=Path, default=None, help="our model to evaluate (default: shipped)"
     )
     parser.add_argument(
+        "--proposer",
+        choices=("blazeface", "pyramid"),
+        default="blazeface",
+        help="where our detector's candidates come from (ml.detection.PROPOSERS): served, or MTCNN's pyramid",
+    )
+    parser.add_argument(
         "--degrade",
         choices=("scan", "cut"),
         default=None,
@@ -222,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         from ml.predictor import Predictor
 
-        predictors["ours"] = Predictor.load(model_dir=args.model_dir)
+        predictors["ours"] = Predictor.load(model_dir=args.model_dir, proposer=args.proposer)
         load_seconds["ours"] = time.perf_counter() - start
     if args.peer or args.peer_only:
         from ml.training.peer import PeerPredictor

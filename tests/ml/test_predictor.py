@@ -107,14 +107,21 @@ def test_fallback_aligns_a_weakly_detected_face_instead_of_taking_the_whole_fram
 
 
 def test_the_compiled_detector_finds_what_the_mtcnn_package_finds(engine, astronaut):
+    """MTCNN's whole pipeline, its pyramid included, compiled here: the package's faces (BlazeFace's
+    candidates, `ml.proposals`, are compared with the pyramid in tests/ml/test_proposals.py)."""
     from mtcnn import MTCNN
+
+    from ml.detection import FaceDetector
+
+    detector = FaceDetector(proposer="pyramid")
+    detector.mtcnn = engine.detector.mtcnn
 
     photos = [np.asarray(Image.fromarray(astronaut).resize(size)) for size in ((640, 480), (500, 700))]
     tile = astronaut[:200, 130:330]  # photos within DETECT_MAX_SIDE: the detector sees them unscaled
     photos.append(collage([tile, tile[:, ::-1]], canvas=(400, 800))[0])
     package = MTCNN()  # eager, as the package ships it
     for photo in photos:
-        found = engine.detector.detect(photo)
+        found = detector.detect(photo)
         expected = [f for f in package.detect_faces(photo, min_face_size=20) if f["confidence"] >= 0.9]
         assert len(found) == len(expected) >= 1
         by_left = sorted(expected, key=lambda f: f["box"][0])
@@ -212,9 +219,9 @@ def test_a_face_small_in_the_photo_gets_a_wider_range(engine, astronaut):
     table = engine.small_faces
     assert table and table["factor"][0] > 1.2 and table["factor"][-1] < table["factor"][0]
     large = engine.predict(astronaut)[0]
-    # shrunk until the eyes are about 10 px apart (the detector's smallest faces), the photo's edges
-    # carried outwards around it
-    factor = 10.0 / (large.landmarks[1][0] - large.landmarks[0][0])
+    # shrunk until the eyes are about 10 px apart (the detector's smallest faces: 20 px boxes), the photo's
+    # edges carried outwards around it
+    factor = 10.5 / (large.landmarks[1][0] - large.landmarks[0][0])
     side = round(512 * factor)
     small = np.asarray(Image.fromarray(astronaut).resize((side, side), Image.Resampling.BOX))
     canvas = np.pad(small, ((side, side), (side, side), (0, 0)), mode="edge")
