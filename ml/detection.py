@@ -65,6 +65,8 @@ CUT_MIN_FACE_PX = 20
 #: Its pyramid's step (the package's: 0.709): coarser, a third less time, the same faces in
 #: `bench/detector_recall.py --cut 0.5 --selfie`; only faces the search as given missed are taken from it.
 CUT_SCALE_FACTOR = 0.5
+#: The frame-cut search's BlazeFace tiles (`ml.proposals.tiles`): two looks besides the whole one.
+CUT_TILE_PX = 384
 #: A cut face has at least this share of its box inside the photo.
 CUT_MIN_SEEN = 0.4
 #: MTCNN's proposal, refinement and output thresholds for `fallback_face` (the package's own: 0.6, 0.7, 0.8).
@@ -166,18 +168,20 @@ class FaceDetector:
     def detect_many(self, images: list[np.ndarray]) -> list[list[Detection]]:
         """Detect faces in several RGB arrays, each exactly as `detect` would (see `detect_as_given`);
         photos with none are searched again turned (`TURNS`)."""
-        found = self.detect_as_given(images)
+        found, proposals = self._given(images)
         for i, faces in enumerate(found):
             if not faces and self._blazeface is not None:
                 # a face under BlazeFace's reach (`SMALL_FACE_PX`) may be alone in the photo: the pyramid
                 faces = found[i] = self.detect_as_given([images[i]], pyramid=True)[0]
-            faces.extend(self._cut_faces(images[i], faces))
+            faces.extend(self._cut_faces(images[i], faces, proposals[i]))
             faces.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
             if not faces:
                 found[i] = self._detect_turned(images[i])
         return found
 
-    def _cut_faces(self, rgb: np.ndarray, found: list[Detection]) -> list[Detection]:
+    def _cut_faces(
+        self, rgb: np.ndarray, found: list[Detection], proposals: np.ndarray | None = None
+    ) -> list[Detection]:
         """Faces that the frame cuts through and the search as given missed (see the module's docstring)."""
         height, width = rgb.shape[:2]
         if not self.cut_faces or max(height, width) < _PAD_BELOW:  # a tight crop is padded whole already
@@ -191,6 +195,11 @@ class FaceDetector:
         inner = (pad, pad, pad + size[0], pad + size[1])
         search = float(max(MTCNN_WINDOW_PX, CUT_MIN_FACE_PX))
         options = {"scale_factor": CUT_SCALE_FACTOR, "frame": inner}
+        if proposals is not None:  # BlazeFace's from the search as given, in this small photo's pixels
+            proposals = _mirror_completed(proposals, width, height)
+            reused = np.concatenate([proposals[:, :4] * scale + pad, proposals[:, 4:]], 1)
+            looked = self._blazeface.propose(work, tile_px=CUT_TILE_PX)
+            options["proposals"] = np.concatenate([reused, looked])
         for item in self._run(work, search, mtcnn=self._cut_mtcnn, **options):
             x, y, w, h = (float(v) for v in item["box"])
             seen_w = min(x + w, inner[2]) - max(x, inner[0])
@@ -240,19 +249,35 @@ class FaceDetector:
         return self.convert_raw(raw, *prepared[1:], rgb.shape, min_confidence=0.0)
 
     def detect_as_given(self, images: list[np.ndarray], pyramid: bool = False) -> list[list[Detection]]:
+        return self._given(images, pyramid)[0]
+
+    def _given(
+        self, images: list[np.ndarray], pyramid: bool = False
+    ) -> tuple[list[list[Detection]], list[np.ndarray | None]]:
+        """Faces in each photo as it came, and BlazeFace's proposals there in the photo's pixels (None
+        for the pyramid), which the frame-cut search reads again instead of looking once more."""
         prepared = [self._prepare(rgb) for rgb in images]
         raw: list[list[dict]] = [[] for _ in images]
+        proposals: list[np.ndarray | None] = [None for _ in images]
         # Each photo alone: the package's batches move the faces it finds by up to 10 px (and can add or
         # lose one) against the same photo alone, even among photos of one size, so that a photo's
         # answer would depend on the photos detected with it. Alone, it is what the service finds for
         # it, in training chips too. Batching was about twice as fast.
         for i, p in enumerate(prepared):
-            if p is not None:
-                raw[i] = self._run(p[0], self._search_px(p[1]), pyramid=pyramid)
-        return [
+            if p is None:
+                continue
+            if self._blazeface is not None and not pyramid:
+                work, scale, pad = p
+                proposals[i] = self._blazeface.propose(work)
+                raw[i] = self._run(work, 0.0, proposals=proposals[i])
+                proposals[i] = np.concatenate([(proposals[i][:, :4] - pad) / scale, proposals[i][:, 4:]], 1)
+            else:
+                raw[i] = self._run(p[0], self._search_px(p[1]), pyramid=True)
+        found = [
             self.convert_raw(raw[i], *prepared[i][1:], images[i].shape) if prepared[i] is not None else []
             for i in range(len(images))
         ]
+        return found, proposals
 
     def _prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, float, int] | None:
         height, width = rgb.shape[:2]
@@ -328,7 +353,7 @@ class FaceDetector:
         return list(result[0]) if len(result) == 1 else []
 
     def _refined(
-        self, work: np.ndarray, cut: bool, frame=None, scale_factor=None, **thresholds
+        self, work: np.ndarray, cut: bool, frame=None, scale_factor=None, proposals=None, **thresholds
     ) -> list[dict]:
         """BlazeFace's candidates (`ml.proposals`) through RNet and ONet (`ml.refine`); the frame-cut
         search looks at its small photo whole (its faces are large there), and keeps only the candidates
@@ -338,7 +363,8 @@ class FaceDetector:
         from ml.proposals import as_mtcnn_boxes
         from ml.refine import refine
 
-        candidates = resize_to_square(as_mtcnn_boxes(self._blazeface.propose(work)))
+        proposals = self._blazeface.propose(work) if proposals is None else proposals
+        candidates = resize_to_square(as_mtcnn_boxes(proposals))
         between = _AcrossTheFrame() if cut else None
         refine_stages = self.mtcnn.stages[1:]
         return refine(self._tf, refine_stages, work, candidates, between=between, frame=frame, **thresholds)
@@ -382,6 +408,23 @@ def _normalise_once() -> None:
     standarize_batch.once = True
     standarize_batch.plain = plain
     package.standarize_batch = standarize_batch
+
+
+def _mirror_completed(proposals: np.ndarray, width: int, height: int, near: float = 0.3) -> np.ndarray:
+    """BlazeFace's proposals (x1, y1, x2, y2, score) plus, for each within `near` of its size of an edge,
+    the box its visible part makes with its mirror image across that edge: where the frame cut a face,
+    the mirrored border of the frame-cut search shows it whole there, centred on the edge."""
+    x1, y1, x2, y2, score = proposals.T
+    reach_x, reach_y = near * (x2 - x1), near * (y2 - y1)
+    variants = [proposals]
+    for close, box in (
+        (x1 < reach_x, (-x2, y1, x2, y2)),
+        (x2 > width - reach_x, (x1, y1, 2 * width - x1, y2)),
+        (y1 < reach_y, (x1, -y2, x2, y2)),
+        (y2 > height - reach_y, (x1, y1, x2, 2 * height - y1)),
+    ):
+        variants.append(np.stack([*box, score], axis=1)[close])
+    return np.concatenate(variants, axis=0)
 
 
 def _holds(box: tuple[float, float, float, float], x: float, y: float) -> bool:

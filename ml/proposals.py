@@ -68,8 +68,27 @@ class BlazeFace:
         scale = INPUT_PX / side
         size = (max(1, round((x2 - x1) * scale)), max(1, round((y2 - y1) * scale)))
         resized = Image.fromarray(rgb[y1:y2, x1:x2]).resize(size, Image.Resampling.BILINEAR)
-        canvas = np.zeros((INPUT_PX, INPUT_PX, 3), np.float32)  # letterbox: the photo at the top left
-        canvas[: size[1], : size[0]] = np.asarray(resized, np.float32) / 127.5 - 1.0
+        return self._read(np.asarray(resized), side, (x1, y1))
+
+    def look_tiles(self, rgb: np.ndarray, tile_px: int) -> list[np.ndarray]:
+        """Proposals in one look at each tile (`tiles`): the photo is scaled once, to the tiles' scale,
+        and each tile cut from it (every tile but the last of a row or column is a whole square)."""
+        height, width = rgb.shape[:2]
+        scale = INPUT_PX / tile_px
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        found = []
+        for x1, y1, _, _ in tiles(width, height, tile_px):
+            left, top = round(x1 * scale), round(y1 * scale)
+            cut = small[top : top + INPUT_PX, left : left + INPUT_PX]
+            found.append(self._read(cut, tile_px, (left / scale, top / scale)))
+        return found
+
+    def _read(self, pixels: np.ndarray, side: float, origin: tuple[float, float]) -> np.ndarray:
+        """BlazeFace on `pixels` (at most INPUT_PX square, letterboxed at the top left), which show `side`
+        photo pixels across from `origin`: proposals in photo pixels."""
+        canvas = np.zeros((INPUT_PX, INPUT_PX, 3), np.float32)
+        canvas[: pixels.shape[0], : pixels.shape[1]] = pixels.astype(np.float32) / 127.5 - 1.0
         self._interpreter.set_tensor(self._input, canvas[None])
         self._interpreter.invoke()
         raw = self._interpreter.get_tensor(self._boxes)[0]
@@ -80,22 +99,21 @@ class BlazeFace:
         scores = scores[scores >= MIN_SCORE]
         centre = self._anchors[keep] + raw[keep, :2] / INPUT_PX
         half = raw[keep, 2:4] / INPUT_PX / 2
-        boxes = np.concatenate([centre - half, centre + half], axis=1) * side  # fractions → window px
-        boxes += (x1, y1, x1, y1)
+        boxes = np.concatenate([centre - half, centre + half], axis=1) * side  # fractions → photo px
+        boxes += (*origin, *origin)
         return np.concatenate([boxes, scores[:, None]], axis=1)
 
-    def propose(self, rgb: np.ndarray, tiled: bool = True) -> np.ndarray:
+    def propose(self, rgb: np.ndarray, tiled: bool = True, tile_px: int | None = None) -> np.ndarray:
         """Proposals from the whole photo and, where it is larger than a tile, from every tile, merged
         where they overlap (`MERGE_IOU`)."""
-        height, width = rgb.shape[:2]
         found = [self.look(rgb)]
-        if tiled and max(height, width) > TILE_PX:
-            for window in tiles(width, height):
-                found.append(self.look(rgb, window))
+        tile_px = tile_px or TILE_PX
+        if tiled and max(rgb.shape[:2]) > tile_px:
+            found.extend(self.look_tiles(rgb, tile_px))
         return merge(np.concatenate(found, axis=0))
 
 
-def merge(proposals: np.ndarray, iou: float = None) -> np.ndarray:
+def merge(proposals: np.ndarray, iou: float | None = None) -> np.ndarray:
     """Greedy non-maximum suppression: of proposals overlapping by more than `MERGE_IOU`, the best."""
     iou = MERGE_IOU if iou is None else iou
     order = np.argsort(-proposals[:, 4])
@@ -114,18 +132,20 @@ def merge(proposals: np.ndarray, iou: float = None) -> np.ndarray:
     return boxes[kept]
 
 
-def tiles(width: int, height: int) -> list[tuple[int, int, int, int]]:
-    """Overlapping `TILE_PX` squares covering a photo (clipped to it where it is narrower)."""
+def tiles(width: int, height: int, tile_px: int | None = None) -> list[tuple[int, int, int, int]]:
+    """Overlapping squares of `tile_px` (default `TILE_PX`) covering a photo (clipped to it where it is
+    narrower)."""
+    tile_px = tile_px or TILE_PX
     overlap = MIN_FACE_INPUT_PX * max(width, height) / INPUT_PX
 
     def starts(length: int) -> list[int]:
-        if length <= TILE_PX:
+        if length <= tile_px:
             return [0]
-        count = int(np.ceil((length - overlap) / (TILE_PX - overlap)))
-        return [round(i * (length - TILE_PX) / (count - 1)) for i in range(count)]
+        count = int(np.ceil((length - overlap) / (tile_px - overlap)))
+        return [round(i * (length - tile_px) / (count - 1)) for i in range(count)]
 
     return [
-        (x, y, min(width, x + TILE_PX), min(height, y + TILE_PX))
+        (x, y, min(width, x + tile_px), min(height, y + tile_px))
         for y in starts(height)
         for x in starts(width)
     ]
