@@ -132,8 +132,10 @@ class FaceDetector:
         self._blazeface = None
         if proposer == "blazeface":
             from ml.proposals import BlazeFace
+            from ml.refine import Nets
 
             self._blazeface = BlazeFace()
+            self._nets = Nets()
         self._cut_mtcnn = MTCNN(stages=[pnet, _AcrossTheFrame(), *refine])
         _normalise_once()
         self.min_confidence = min_confidence
@@ -366,8 +368,7 @@ class FaceDetector:
         proposals = self._blazeface.propose(work) if proposals is None else proposals
         candidates = resize_to_square(as_mtcnn_boxes(proposals))
         between = _AcrossTheFrame() if cut else None
-        refine_stages = self.mtcnn.stages[1:]
-        return refine(self._tf, refine_stages, work, candidates, between=between, frame=frame, **thresholds)
+        return refine(self._tf, self._nets, work, candidates, between=between, frame=frame, **thresholds)
 
 
 class _AcrossTheFrame:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from ml.detection import FaceDetector
 from ml.proposals import INPUT_PX, MIN_FACE_INPUT_PX, TILE_PX, BlazeFace, as_mtcnn_boxes, merge, tiles
-from ml.refine import refine
+from ml.refine import Nets, refine
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,9 @@ def test_a_photo_without_a_face_gets_none(engine):
 
 
 def test_refine_reads_candidates_as_the_packages_own_stages_do(engine, astronaut):
-    """`ml.refine` cuts its patches from the uint8 photo; the package cuts them from the normalised photo.
-    On the same candidates, one of them reaching past the photo's edge, the same faces come out."""
+    """`ml.refine` cuts its patches from the uint8 photo and runs the networks on LiteRT; the package cuts
+    them from the normalised photo and runs them on TensorFlow. On the same candidates, one of them
+    reaching past the photo's edge, the same faces come out."""
     from mtcnn import MTCNN
 
     class Given:
@@ -75,7 +76,7 @@ def test_refine_reads_candidates_as_the_packages_own_stages_do(engine, astronaut
 
     candidates = resize_to_square(candidates)
     stages = engine.detector.mtcnn.stages[1:]
-    ours = refine(engine.detector._tf, stages, astronaut, candidates.copy())
+    ours = refine(engine.detector._tf, Nets(), astronaut, candidates.copy())
     theirs = MTCNN(stages=[Given(), *stages]).detect_faces([astronaut], candidates=candidates.copy())[0]
     assert len(ours) == len(theirs) == 1
     assert np.abs(np.subtract(ours[0]["box"], theirs[0]["box"])).max() <= 1
@@ -107,3 +108,15 @@ def test_merge_keeps_the_best_of_overlapping_proposals():
     )
     kept = merge(proposals)
     assert kept[:, 4].tolist() == pytest.approx([0.9, 0.3])
+
+
+@pytest.mark.parametrize("name, side", [("rnet", 24), ("onet", 48)])
+def test_the_shipped_litert_networks_answer_as_the_packages_do(engine, name, side):
+    """ml/models/mtcnn is the package's RNet and ONet (`python -m ml.training.export mtcnn`)."""
+    stage = next(s for s in engine.detector.mtcnn.stages if name in type(s).__name__.lower())
+    patches = np.random.default_rng(1).uniform(-1, 1, (7, side, side, 3)).astype(np.float32)
+    theirs = [np.asarray(out) for out in stage._model(patches)]
+    ours = Nets()(name, patches)
+    assert [o.shape for o in ours] == [t.shape for t in theirs]
+    for mine, package in zip(ours, theirs, strict=True):
+        assert np.abs(mine - package).max() < 1e-4
