@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,38 +108,56 @@ class FaceDetector:
         cut_faces: bool = True,
         proposer: str = "blazeface",
     ) -> None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
-        from mtcnn import MTCNN
-
-        self._tf = tf
-        self.mtcnn = MTCNN()
-        # The package calls its three Keras networks eagerly, PNet once per pyramid scale; compiled once
-        # here for any image size (one trace each), detection takes about half the time, same boxes.
-        # The concrete function is called directly: no signature matching on each of PNet's calls.
-        for stage in getattr(self.mtcnn, "stages", ()):
-            if getattr(stage, "_model", None) is not None:
-                stage._model = tf.function(
-                    stage._model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
-                ).get_concrete_function()
-        # The frame-cut search's own pipeline, on the same compiled networks: between PNet and RNet, the
-        # proposals that cannot be a face cut by the frame are dropped (`_AcrossTheFrame`).
-        pnet, *refine = self.mtcnn.stages
         if proposer not in PROPOSERS:
             raise ValueError(f"proposer must be one of {PROPOSERS}, not {proposer!r}")
         self.proposer = proposer
         self._blazeface = None
+        self._mtcnn = self._cut_mtcnn = None  # the pyramid's pipelines, made on first use (TensorFlow)
         if proposer == "blazeface":
             from ml.proposals import BlazeFace
             from ml.refine import Nets
 
             self._blazeface = BlazeFace()
             self._nets = Nets()
-        self._cut_mtcnn = MTCNN(stages=[pnet, _AcrossTheFrame(), *refine])
-        _normalise_once()
+        else:
+            self._load_pyramid()
         self.min_confidence = min_confidence
         self.min_face_px = min_face_px
         self.cut_faces = cut_faces  # the frame-cut search (`_cut_faces`); off only to measure it
+
+    @property
+    def mtcnn(self):
+        """The `mtcnn` package's whole pipeline, PNet's pyramid first (imports TensorFlow on first use)."""
+        if self._mtcnn is None:
+            self._load_pyramid()
+        return self._mtcnn
+
+    @mtcnn.setter
+    def mtcnn(self, pipeline) -> None:  # tests share one set of compiled networks between detectors
+        self._mtcnn = pipeline
+        self._cut_mtcnn = None
+
+    def _load_pyramid(self) -> None:
+        from mtcnn import MTCNN
+
+        from ml.runtime import tensorflow
+
+        self._tf = tf = tensorflow()
+        if self._mtcnn is None:
+            self._mtcnn = MTCNN()
+            # The package calls its three Keras networks eagerly, PNet once per pyramid scale; compiled
+            # once here for any image size (one trace each), detection takes about half the time, same
+            # boxes. The concrete function is called directly: no signature matching on each call.
+            for stage in self._mtcnn.stages:
+                if getattr(stage, "_model", None) is not None:
+                    stage._model = tf.function(
+                        stage._model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
+                    ).get_concrete_function()
+        # The frame-cut search's own pipeline, on the same compiled networks: between PNet and RNet, the
+        # proposals that cannot be a face cut by the frame are dropped (`_AcrossTheFrame`).
+        pnet, *refine = self._mtcnn.stages
+        self._cut_mtcnn = MTCNN(stages=[pnet, _AcrossTheFrame(), *refine])
+        _normalise_once()
         logging.getLogger("mtcnn").setLevel(logging.ERROR)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
@@ -173,8 +190,8 @@ class FaceDetector:
         found, proposals = self._given(images)
         for i, faces in enumerate(found):
             if not faces and self._blazeface is not None:
-                # a face under BlazeFace's reach (`SMALL_FACE_PX`) may be alone in the photo: the pyramid
-                faces = found[i] = self.detect_as_given([images[i]], pyramid=True)[0]
+                # a face under the tiles' reach (`SMALL_FACE_PX`) may be alone in the photo: finer tiles
+                faces = found[i] = self._given([images[i]], small=True)[0][0]
             faces.extend(self._cut_faces(images[i], faces, proposals[i]))
             faces.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
             if not faces:
@@ -202,7 +219,9 @@ class FaceDetector:
             reused = np.concatenate([proposals[:, :4] * scale + pad, proposals[:, 4:]], 1)
             looked = self._blazeface.propose(work, tile_px=CUT_TILE_PX)
             options["proposals"] = np.concatenate([reused, looked])
-        for item in self._run(work, search, mtcnn=self._cut_mtcnn, **options):
+        if self._blazeface is None and self._cut_mtcnn is None:
+            self._load_pyramid()
+        for item in self._run(work, search, cut=True, **options):
             x, y, w, h = (float(v) for v in item["box"])
             seen_w = min(x + w, inner[2]) - max(x, inner[0])
             seen_h = min(y + h, inner[3]) - max(y, inner[1])
@@ -247,14 +266,20 @@ class FaceDetector:
         prepared = self._prepare(rgb)
         if prepared is None:
             return []
-        raw = self._run(prepared[0], self._search_px(prepared[1]), pyramid=True, **FALLBACK_THRESHOLDS)
+        if self._blazeface is not None:  # its thresholds for RNet and ONet; every candidate, small ones too
+            thresholds = {k: v for k, v in FALLBACK_THRESHOLDS.items() if k != "threshold_pnet"}
+            raw = self._run(
+                prepared[0], 0.0, proposals=self._blazeface.propose_small(prepared[0]), **thresholds
+            )
+        else:
+            raw = self._run(prepared[0], self._search_px(prepared[1]), pyramid=True, **FALLBACK_THRESHOLDS)
         return self.convert_raw(raw, *prepared[1:], rgb.shape, min_confidence=0.0)
 
     def detect_as_given(self, images: list[np.ndarray], pyramid: bool = False) -> list[list[Detection]]:
         return self._given(images, pyramid)[0]
 
     def _given(
-        self, images: list[np.ndarray], pyramid: bool = False
+        self, images: list[np.ndarray], pyramid: bool = False, small: bool = False
     ) -> tuple[list[list[Detection]], list[np.ndarray | None]]:
         """Faces in each photo as it came, and BlazeFace's proposals there in the photo's pixels (None
         for the pyramid), which the frame-cut search reads again instead of looking once more."""
@@ -270,7 +295,8 @@ class FaceDetector:
                 continue
             if self._blazeface is not None and not pyramid:
                 work, scale, pad = p
-                proposals[i] = self._blazeface.propose(work)
+                look = self._blazeface.propose_small if small else self._blazeface.propose
+                proposals[i] = look(work)
                 raw[i] = self._run(work, 0.0, proposals=proposals[i])
                 proposals[i] = np.concatenate([(proposals[i][:, :4] - pad) / scale, proposals[i][:, 4:]], 1)
             else:
@@ -336,18 +362,23 @@ class FaceDetector:
         return float(max(MTCNN_WINDOW_PX, self.min_face_px * scale))
 
     def _run(
-        self, work: np.ndarray, search_px: float, mtcnn=None, pyramid: bool = False, **options
+        self, work: np.ndarray, search_px: float, cut: bool = False, pyramid: bool = False, **options
     ) -> list[dict]:
         """MTCNN's raw faces in one prepared photo (see `_search_px`), from BlazeFace's candidates unless
-        `pyramid` (or the detector's `proposer`) asks for PNet's; `options` go to the stages (stage
-        thresholds, pyramid step, `_AcrossTheFrame`'s frame)."""
-        # The package raises TensorFlow errors on some pyramid shapes and prints to stdout; such a photo
-        # gets no face, so that one odd image never crashes the caller.
+        `pyramid` (or the detector's `proposer`) asks for PNet's; `cut`: the frame-cut search's pipeline;
+        `options` go to the stages (stage thresholds, pyramid step, `_AcrossTheFrame`'s frame)."""
+        # An odd photo (the package raises TensorFlow errors on some pyramid shapes, and prints to
+        # stdout) gets no face, so that it never crashes the caller.
+        if self._blazeface is not None and not pyramid:
+            try:
+                return self._refined(work, cut=cut, **options)
+            except (ValueError, IndexError):
+                return []
+        options.pop("proposals", None)
+        mtcnn = self._cut_mtcnn if cut else self.mtcnn
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                if self._blazeface is not None and not pyramid:
-                    return self._refined(work, cut=mtcnn is self._cut_mtcnn, **options)
-                result = (mtcnn or self.mtcnn).detect_faces([work], min_face_size=search_px, **options)
+                result = mtcnn.detect_faces([work], min_face_size=search_px, **options)
         except (self._tf.errors.InvalidArgumentError, ValueError, IndexError):
             return []
         if result and isinstance(result[0], dict):  # the one photo's faces, not wrapped in a list
@@ -360,15 +391,14 @@ class FaceDetector:
         """BlazeFace's candidates (`ml.proposals`) through RNet and ONet (`ml.refine`); the frame-cut
         search looks at its small photo whole (its faces are large there), and keeps only the candidates
         across the frame."""
-        from mtcnn.utils.bboxes import resize_to_square
-
+        from ml.mtcnn_boxes import square
         from ml.proposals import as_mtcnn_boxes
         from ml.refine import refine
 
         proposals = self._blazeface.propose(work) if proposals is None else proposals
-        candidates = resize_to_square(as_mtcnn_boxes(proposals))
+        candidates = square(as_mtcnn_boxes(proposals))
         between = _AcrossTheFrame() if cut else None
-        return refine(self._tf, self._nets, work, candidates, between=between, frame=frame, **thresholds)
+        return refine(self._nets, work, candidates, between=between, frame=frame, **thresholds)
 
 
 class _AcrossTheFrame:

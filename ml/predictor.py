@@ -13,17 +13,17 @@ from ml.artifact import DEFAULT_MODEL_DIR, read_manifest
 from ml.calibration import age_interval, range_widening
 from ml.faces import Face
 from ml.images import ImageSource, Photo, decode_photo
-from ml.model import merge_views, test_time_views
 
 #: Faces per model call; a request with more faces is split into several calls of this size.
 MAX_BATCH = 64
 
 
 class Predictor:
-    """Detector + aligner + Keras model, loaded once and reused for every image."""
+    """Detector + aligner + model (`ml.runtime`), loaded once and reused for every image."""
 
-    def __init__(self, model, manifest: dict, detector) -> None:
-        import tensorflow as tf
+    def __init__(self, model, manifest: dict, detector, model_dir: Path | None = None) -> None:
+        """`model`: an `ml.runtime.LiteRTModel` or `KerasModel` (a bare Keras model is wrapped)."""
+        from ml.runtime import KerasModel, LiteRTModel
 
         self.manifest = manifest
         self.input_size = int(manifest["input_size"])
@@ -36,38 +36,48 @@ class Predictor:
         # so does a blurred face, by the sharpness of its chip of the input the table names
         self.blurred_faces = manifest["interval"].get("blurred_faces")
         self.model_version = f"{manifest['name']} {manifest['version']}"
-        self._model = model
+        if not isinstance(model, (KerasModel, LiteRTModel)):
+            model = KerasModel(model, {name: size for name, (_, size) in self._inputs.items()})
+        self._infer = model
+        self.runtime = "litert" if isinstance(model, LiteRTModel) else "keras"
+        self._model_dir = model_dir
+        self._keras = None
         self._detector = detector
-        signature = [
-            {name: tf.TensorSpec([None, s, s, 3], tf.float32) for name, (_, s) in self._inputs.items()}
-        ]
-
-        # One compiled graph for any batch size: every chip with its test-time views in one pass.
-        @tf.function(input_signature=signature, reduce_retracing=True)
-        def infer(chips):
-            views = test_time_views(chips)
-            return merge_views(model(views if len(views) > 1 else views["image"], training=False))
-
-        self._infer = infer
 
     @property
     def model(self):
-        """The loaded Keras network, as measurements and tests call it."""
-        return self._model
+        """The Keras network, as measurements and tests call it (loaded now if the model is served on
+        LiteRT: that imports TensorFlow)."""
+        if self.runtime == "keras":
+            return self._infer.keras
+        if self._keras is None:
+            from ml.runtime import load_keras
+
+            self._keras = load_keras(self._model_dir / self.manifest["file"])
+        return self._keras
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike | None = None, proposer: str = "blazeface") -> Predictor:
+    def load(
+        cls,
+        model_dir: str | os.PathLike | None = None,
+        proposer: str = "blazeface",
+        runtime: str | None = None,
+    ) -> Predictor:
         """The model in `model_dir` (default: `AGEGENDER_MODEL_DIR`, else the shipped one), warmed up, with a
-        detector whose candidates come from `proposer` (`ml.detection.PROPOSERS`)."""
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import keras
-
+        detector whose candidates come from `proposer` (`ml.detection.PROPOSERS`), on `runtime`
+        (`ml.runtime.RUNTIMES`; default: LiteRT where the folder holds its export)."""
         from ml.detection import FaceDetector
+        from ml.runtime import LiteRTModel, default_runtime, load_keras
 
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         model_dir = Path(model_dir or os.environ.get("AGEGENDER_MODEL_DIR") or DEFAULT_MODEL_DIR)
         manifest = read_manifest(model_dir)
-        model = keras.models.load_model(model_dir / manifest["file"], compile=False)
-        predictor = cls(model, manifest, FaceDetector(proposer=proposer))
+        runtime = runtime or default_runtime(manifest, model_dir)
+        if runtime == "litert":
+            model = LiteRTModel(model_dir / manifest["litert"]["file"])
+        else:
+            model = load_keras(model_dir / manifest["file"])
+        predictor = cls(model, manifest, FaceDetector(proposer=proposer), model_dir)
         predictor.predict_chips(
             predictor.chips_of(np.zeros((8, 8, 3), np.uint8), whole_image_landmarks(8, 8))
         )
@@ -158,6 +168,6 @@ class Predictor:
                 name: np.asarray(chips[name][start : start + MAX_BATCH], np.float32) for name in self._inputs
             }
             age, male = self._infer(batch)
-            ages.append(age.numpy())
-            males.append(male.numpy())
+            ages.append(age)
+            males.append(male)
         return np.concatenate(ages), np.concatenate(males)

@@ -1,9 +1,9 @@
 """The engine, loaded once per worker process on first use (never per task, never at import time).
 
-Two settings let a worker that shares its host with the web server leave it a core (read here, before
-TensorFlow starts; `scripts/run` or the deployment sets them):
-- `AGEGENDER_TF_THREADS`: TensorFlow's intra-op threads (inter-op: 1); unset, TensorFlow's default
-  (one per core);
+Two settings let a worker that shares its host with the web server leave it a core (`scripts/run` or the
+deployment sets them):
+- `AGEGENDER_TF_THREADS`: the model's threads, on LiteRT (`ml.runtime`) or TensorFlow (intra-op; inter-op:
+  1) where TensorFlow is loaded; unset, one per core;
 - `AGEGENDER_WORKER_NICE`: added to the worker process's niceness (`os.nice`), so that the web server's
   requests are scheduled first when both want the CPU.
 """
@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -42,13 +43,13 @@ def apply_process_settings() -> None:
         if name == "AGEGENDER_WORKER_NICE":
             _renice_every_thread(value)
             continue
-        import tensorflow as tf
+        # LiteRT reads it itself (`ml.runtime`); TensorFlow, only where something loads it (the Keras
+        # runtime, MTCNN's pyramid), is set as it starts (`ml.runtime.tensorflow`): importing it here
+        # would cost a worker serving on LiteRT half a gigabyte for nothing.
+        if "tensorflow" in sys.modules:
+            from ml.runtime import tensorflow
 
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(value)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # TensorFlow already started in this process: its threads are fixed
-            logger.warning("%s ignored: TensorFlow was already initialised", name)
+            tensorflow()
 
 
 def _renice_every_thread(value: int) -> None:

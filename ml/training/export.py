@@ -1,6 +1,11 @@
 """Keras networks as LiteRT models, for the parts of serving that run on LiteRT.
 
-    python -m ml.training.export mtcnn [OUT]     # MTCNN's RNet and ONet → ml/models/mtcnn/{rnet,onet}.tflite
+    python -m ml.training.export model [MODEL_DIR]   # model.keras → model.tflite beside it (+ manifest)
+    python -m ml.training.export mtcnn [OUT]         # MTCNN's RNet and ONet → ml/models/mtcnn/*.tflite
+
+The served model runs on LiteRT from `model.tflite` (`ml.runtime`): the `.keras` model with its four
+test-time views and their average, one signature taking the chips of every input. The manifest's
+`litert` records the file, its sha256 and the sha256 of the `.keras` it was made from.
 
 MTCNN's second and third stages judge each candidate face on a 24- and 48-px patch (`ml.refine`). Called
 through TensorFlow, each call on a handful of patches paid about 3 ms of overhead; on LiteRT (XNNPACK)
@@ -21,6 +26,46 @@ from pathlib import Path
 MTCNN_DIR = Path(__file__).resolve().parents[1] / "models" / "mtcnn"
 #: Patch side of each exported MTCNN stage, as the package's stages cut them.
 MTCNN_STAGES = {"rnet": 24, "onet": 48}
+
+
+def export_model(model_dir: Path) -> Path:
+    """`model.tflite` from the folder's `.keras`, checked against it on its validation-like inputs."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from ml.artifact import read_manifest, sha256, write_manifest
+    from ml.model import merge_views, test_time_views
+    from ml.runtime import KerasModel, LiteRTModel
+
+    manifest = read_manifest(model_dir)
+    model = keras.models.load_model(model_dir / manifest["file"], compile=False)
+    sizes = {name: int(spec["size"]) for name, spec in manifest["inputs"].items()}
+    specs = {name: tf.TensorSpec([None, s, s, 3], tf.float32, name=name) for name, s in sizes.items()}
+
+    def serve(chips):
+        age, male = merge_views(model(test_time_views(chips), training=False))
+        return {"age": age, "male": male}
+
+    path = model_dir / "model.tflite"
+    with tempfile.TemporaryDirectory() as folder:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", serve, input_signature=[specs])
+        archive.write_out(folder, verbose=False)
+        path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(folder).convert())
+    chips = {
+        n: np.random.default_rng(0).integers(0, 256, (5, s, s, 3)).astype(np.float32)
+        for n, s in sizes.items()
+    }
+    (age, male), (their_age, their_male) = LiteRTModel(path)(chips), KerasModel(model, sizes)(chips)
+    worst = max(np.abs(age - their_age).max(), np.abs(male - their_male).max())
+    if worst > 1e-3:
+        raise RuntimeError(f"{path} answers unlike {manifest['file']} (by {worst:.2g}): not kept")
+    manifest["litert"] = {"file": path.name, "sha256": sha256(path), "from_sha256": manifest["sha256"]}
+    write_manifest(model_dir, manifest)
+    print(f"{path}: {path.stat().st_size:,} bytes, within {worst:.1e} of the Keras model")
+    return path
 
 
 def to_litert(model, input_shape: tuple[int, ...], path: Path) -> int:
@@ -59,7 +104,12 @@ def export_mtcnn(out: Path = MTCNN_DIR) -> list[Path]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] != "mtcnn":
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+    if len(sys.argv) < 2 or sys.argv[1] not in ("model", "mtcnn"):
+        print("\n".join(__doc__.strip().splitlines()[2:4]), file=sys.stderr)
         sys.exit(2)
-    export_mtcnn(Path(sys.argv[2]) if len(sys.argv) > 2 else MTCNN_DIR)
+    if sys.argv[1] == "model":
+        from ml.artifact import DEFAULT_MODEL_DIR
+
+        export_model(Path(sys.argv[2]) if len(sys.argv) > 2 else DEFAULT_MODEL_DIR)
+    else:
+        export_mtcnn(Path(sys.argv[2]) if len(sys.argv) > 2 else MTCNN_DIR)

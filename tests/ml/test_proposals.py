@@ -76,7 +76,7 @@ def test_refine_reads_candidates_as_the_packages_own_stages_do(engine, astronaut
 
     candidates = resize_to_square(candidates)
     stages = engine.detector.mtcnn.stages[1:]
-    ours = refine(engine.detector._tf, Nets(), astronaut, candidates.copy())
+    ours = refine(Nets(), astronaut, candidates.copy())
     theirs = MTCNN(stages=[Given(), *stages]).detect_faces([astronaut], candidates=candidates.copy())[0]
     assert len(ours) == len(theirs) == 1
     assert np.abs(np.subtract(ours[0]["box"], theirs[0]["box"])).max() <= 1

@@ -14,8 +14,11 @@ import json, os
 from worker.model import apply_process_settings
 before = os.nice(0)
 apply_process_settings()
-import tensorflow as tf
-print(json.dumps({"nice": os.nice(0) - before,
+import sys
+loaded = "tensorflow" in sys.modules  # a worker serving on LiteRT does not load it
+from ml.runtime import tensorflow  # as the Keras runtime and MTCNN's pyramid load it
+tf = tensorflow()
+print(json.dumps({"nice": os.nice(0) - before, "loaded": loaded,
                   "intra": tf.config.threading.get_intra_op_parallelism_threads(),
                   "inter": tf.config.threading.get_inter_op_parallelism_threads()}))
 """
@@ -37,6 +40,7 @@ def run_probe(**env: str) -> dict:
 def test_worker_niceness_and_tensorflow_threads_come_from_the_environment():
     assert run_probe(AGEGENDER_WORKER_NICE="5", AGEGENDER_TF_THREADS="1") == {
         "nice": 5,
+        "loaded": False,
         "intra": 1,
         "inter": 1,
     }
@@ -69,6 +73,7 @@ def test_niceness_set_while_loading_in_another_thread_holds_for_the_thread_runni
 def test_unset_or_malformed_settings_leave_the_process_as_it_was():
     assert run_probe(AGEGENDER_WORKER_NICE="", AGEGENDER_TF_THREADS="many") == {
         "nice": 0,
+        "loaded": False,
         "intra": 0,
         "inter": 0,
     }
