@@ -82,6 +82,9 @@ TURNED_MIN_CONFIDENCE = 0.99
 #: Faces smaller than this (box side, pixels at detection scale) may be missed where larger ones are found:
 #: BlazeFace's reach in a `ml.proposals.TILE_PX` tile (`MIN_FACE_INPUT_PX` read at the tile's scale).
 SMALL_FACE_PX = 27
+#: In a photo scaled to less than this for detection (a phone photo), faces under `SMALL_FACE_PX` there
+#: are sizeable faces (54 px and more), searched by PNet's pyramid (`ml.pyramid`) at those sizes only.
+PYRAMID_BELOW_SCALE = 0.5
 #: Where MTCNN's RNet and ONet get their candidate boxes: BlazeFace (`ml.proposals`), or MTCNN's own PNet
 #: over an image pyramid (slower; kept for comparison and for the weak-face search).
 PROPOSERS = ("blazeface", "pyramid")
@@ -115,9 +118,11 @@ class FaceDetector:
         self._mtcnn = self._cut_mtcnn = None  # the pyramid's pipelines, made on first use (TensorFlow)
         if proposer == "blazeface":
             from ml.proposals import BlazeFace
+            from ml.pyramid import Pyramid
             from ml.refine import Nets
 
             self._blazeface = BlazeFace()
+            self._small_faces = Pyramid()
             self._nets = Nets()
         else:
             self._load_pyramid()
@@ -190,7 +195,7 @@ class FaceDetector:
         found, proposals = self._given(images)
         for i, faces in enumerate(found):
             if not faces and self._blazeface is not None:
-                # a face under the tiles' reach (`SMALL_FACE_PX`) may be alone in the photo: finer tiles
+                # a face under the tiles' reach (`SMALL_FACE_PX`) may be alone in the photo: the pyramid
                 faces = found[i] = self._given([images[i]], small=True)[0][0]
             faces.extend(self._cut_faces(images[i], faces, proposals[i]))
             faces.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
@@ -266,11 +271,14 @@ class FaceDetector:
         prepared = self._prepare(rgb)
         if prepared is None:
             return []
-        if self._blazeface is not None:  # its thresholds for RNet and ONet; every candidate, small ones too
+        if self._blazeface is not None:  # BlazeFace's and the whole LiteRT pyramid's candidates
             thresholds = {k: v for k, v in FALLBACK_THRESHOLDS.items() if k != "threshold_pnet"}
-            raw = self._run(
-                prepared[0], 0.0, proposals=self._blazeface.propose_small(prepared[0]), **thresholds
+            work, search = prepared[0], self._search_px(prepared[1])
+            candidates = self._small_faces.candidates(
+                work, search, threshold=FALLBACK_THRESHOLDS["threshold_pnet"]
             )
+            proposals = self._blazeface.propose(work)
+            raw = self._run(work, 0.0, proposals=proposals, candidates=candidates, **thresholds)
         else:
             raw = self._run(prepared[0], self._search_px(prepared[1]), pyramid=True, **FALLBACK_THRESHOLDS)
         return self.convert_raw(raw, *prepared[1:], rgb.shape, min_confidence=0.0)
@@ -295,9 +303,14 @@ class FaceDetector:
                 continue
             if self._blazeface is not None and not pyramid:
                 work, scale, pad = p
-                look = self._blazeface.propose_small if small else self._blazeface.propose
-                proposals[i] = look(work)
-                raw[i] = self._run(work, 0.0, proposals=proposals[i])
+                proposals[i] = self._blazeface.propose(work)
+                # faces under the tiles' reach from PNet's pyramid, at its costly large scales only; every
+                # size where nothing was found (`small`)
+                candidates = None
+                if small or scale < PYRAMID_BELOW_SCALE:
+                    reach = None if small else SMALL_FACE_PX
+                    candidates = self._small_faces.candidates(work, self._search_px(scale), reach)
+                raw[i] = self._run(work, 0.0, proposals=proposals[i], candidates=candidates)
                 proposals[i] = np.concatenate([(proposals[i][:, :4] - pad) / scale, proposals[i][:, 4:]], 1)
             else:
                 raw[i] = self._run(p[0], self._search_px(p[1]), pyramid=True)
@@ -386,7 +399,14 @@ class FaceDetector:
         return list(result[0]) if len(result) == 1 else []
 
     def _refined(
-        self, work: np.ndarray, cut: bool, frame=None, scale_factor=None, proposals=None, **thresholds
+        self,
+        work: np.ndarray,
+        cut: bool,
+        frame=None,
+        scale_factor=None,
+        proposals=None,
+        candidates=None,
+        **thresholds,
     ) -> list[dict]:
         """BlazeFace's candidates (`ml.proposals`) through RNet and ONet (`ml.refine`); the frame-cut
         search looks at its small photo whole (its faces are large there), and keeps only the candidates
@@ -396,9 +416,11 @@ class FaceDetector:
         from ml.refine import refine
 
         proposals = self._blazeface.propose(work) if proposals is None else proposals
-        candidates = square(as_mtcnn_boxes(proposals))
+        boxes = square(as_mtcnn_boxes(proposals))
+        if candidates is not None and len(candidates):  # PNet's, square already
+            boxes = np.concatenate([boxes, candidates]).astype(np.float32)
         between = _AcrossTheFrame() if cut else None
-        return refine(self._nets, work, candidates, between=between, frame=frame, **thresholds)
+        return refine(self._nets, work, boxes, between=between, frame=frame, **thresholds)
 
 
 class _AcrossTheFrame:

@@ -15,9 +15,12 @@ import numpy as np
 KEYPOINTS = {"left_eye": 0, "right_eye": 1, "nose": 2, "mouth_left": 3, "mouth_right": 4}
 
 
-def nms(boxes: np.ndarray, threshold: float, method: str = "union") -> np.ndarray:
+def nms(
+    boxes: np.ndarray, threshold: float, method: str = "union", size_ratio: float | None = None
+) -> np.ndarray:
     """The package's `smart_nms_from_bboxes` for one image: sorted by score, a box is dropped when it
-    overlaps any earlier (better) box by more than `threshold` (IoU, or over the smaller area: "min")."""
+    overlaps any earlier (better) box by more than `threshold` (IoU, or over the smaller area: "min").
+    With `size_ratio`, only by a box whose area is within that ratio of its own (not the package's)."""
     if len(boxes) == 0:
         return boxes
     boxes = boxes[np.argsort(boxes[:, 5])[::-1]]
@@ -31,6 +34,11 @@ def nms(boxes: np.ndarray, threshold: float, method: str = "union") -> np.ndarra
     else:
         overlap = inter / np.minimum(area[:, None], area[None])
     earlier = np.triu(np.ones((len(boxes), len(boxes)), bool), k=1)
+    if size_ratio is not None:
+        ratio = np.maximum(area[:, None], area[None]) / np.maximum(
+            np.minimum(area[:, None], area[None]), 1e-9
+        )
+        earlier &= ratio <= size_ratio
     return boxes[~((overlap > threshold) & earlier).any(axis=0)]
 
 

@@ -23,10 +23,7 @@ MODEL_FILE = "face_detection_full_range_sparse.tflite"
 #: A proposal's score (sigmoid) at least this: low, since RNet and ONet decide; BlazeFace's own is 0.5.
 MIN_SCORE = 0.1
 #: Proposals kept per look, best first (RNet reads each as a 24-px patch).
-MAX_PROPOSALS = 48
-#: Side of the tiles of the search for small faces (`BlazeFace.propose_small`): read at `INPUT_PX`, they
-#: reach faces of MIN_FACE_INPUT_PX · FINE_TILE_PX / INPUT_PX ≈ 11 px.
-FINE_TILE_PX = 128
+MAX_PROPOSALS = 256
 #: Side of a tile, at detection scale, for faces too small for the whole-photo look: read at `INPUT_PX`,
 #: a tile enlarges its faces by TILE_PX / INPUT_PX against a look at a photo of that side.
 TILE_PX = 320
@@ -113,14 +110,6 @@ class BlazeFace:
         tile_px = tile_px or TILE_PX
         if tiled and max(rgb.shape[:2]) > tile_px:
             found.extend(self.look_tiles(rgb, tile_px))
-        return merge(np.concatenate(found, axis=0))
-
-    def propose_small(self, rgb: np.ndarray) -> np.ndarray:
-        """Proposals down to faces of about 12 px (MTCNN's smallest window): `propose`'s, and those of
-        `FINE_TILE_PX` tiles overlapping by the largest face that `TILE_PX` tiles may miss. Some fifty
-        looks at an 800×600 photo: for a photo where `propose` found no face."""
-        overlap = MIN_FACE_INPUT_PX * TILE_PX / INPUT_PX
-        found = [self.propose(rgb), *self.look_tiles(rgb, FINE_TILE_PX, overlap)]
         return merge(np.concatenate(found, axis=0))
 
 

@@ -70,7 +70,20 @@ def refine(
     boxes = boxes[boxes[:, 5] > threshold_onet]
     if len(boxes) == 0:
         return []
-    return as_json(nms(boxes, nms_onet, method="min"), *rgb.shape[:2])
+    # A face box holding a far smaller face is not a face that holds a face: a blurred backdrop or a
+    # pattern that BlazeFace's whole-photo look took for one. The smaller face is kept (the package's NMS
+    # over the smaller box's area would drop it) and the box that holds it dropped.
+    boxes = nms(boxes, nms_onet, method="min", size_ratio=4.0)
+    return as_json(boxes[~holds_another(boxes)], *rgb.shape[:2])
+
+
+def holds_another(boxes: np.ndarray) -> np.ndarray:
+    """For each box (rows of index, x1, y1, x2, y2, …), whether another box lies wholly inside it."""
+    x1, y1, x2, y2 = (boxes[:, i] for i in range(1, 5))
+    inside = (x1[:, None] <= x1[None]) & (y1[:, None] <= y1[None]) & (x2[:, None] >= x2[None])
+    inside &= y2[:, None] >= y2[None]
+    np.fill_diagonal(inside, False)
+    return inside.any(axis=1)
 
 
 def _normalised(pixels: np.ndarray) -> np.ndarray:

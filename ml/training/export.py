@@ -1,7 +1,7 @@
 """Keras networks as LiteRT models, for the parts of serving that run on LiteRT.
 
     python -m ml.training.export model [MODEL_DIR]   # model.keras → model.tflite beside it (+ manifest)
-    python -m ml.training.export mtcnn [OUT]         # MTCNN's RNet and ONet → ml/models/mtcnn/*.tflite
+    python -m ml.training.export mtcnn [OUT]         # MTCNN's networks → ml/models/mtcnn/*.tflite
 
 The served model runs on LiteRT from `model.tflite` (`ml.runtime`): the `.keras` model with its four
 test-time views and their average, one signature taking the chips of every input. The manifest's
@@ -25,7 +25,7 @@ from pathlib import Path
 
 MTCNN_DIR = Path(__file__).resolve().parents[1] / "models" / "mtcnn"
 #: Patch side of each exported MTCNN stage, as the package's stages cut them.
-MTCNN_STAGES = {"rnet": 24, "onet": 48}
+MTCNN_STAGES = {"pnet": None, "rnet": 24, "onet": 48}
 
 
 def export_model(model_dir: Path) -> Path:
@@ -75,7 +75,7 @@ def to_litert(model, input_shape: tuple[int, ...], path: Path) -> int:
     import keras
     import tensorflow as tf
 
-    model(tf.zeros((1, *input_shape[1:])))  # a subclassed model has no graph until it is called
+    model(tf.zeros([1] + [d or 12 for d in input_shape[1:]]))  # a subclassed model has no graph until called
     with tempfile.TemporaryDirectory() as folder:
         archive = keras.export.ExportArchive()
         archive.track(model)

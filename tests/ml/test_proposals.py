@@ -120,3 +120,45 @@ def test_the_shipped_litert_networks_answer_as_the_packages_do(engine, name, sid
     assert [o.shape for o in ours] == [t.shape for t in theirs]
     for mine, package in zip(ours, theirs, strict=True):
         assert np.abs(mine - package).max() < 1e-4
+
+
+def test_pnet_on_litert_proposes_what_the_packages_pnet_stage_does(engine, astronaut):
+    """`ml.pyramid`: the same pyramid, hits and merging as the package's StagePNet; the photo is scaled by
+    Pillow's box filter instead of TensorFlow's area resize, so a few candidates differ by a pixel."""
+    import tensorflow as tf
+    from mtcnn.utils.images import standarize_batch
+
+    from ml.pyramid import Pyramid
+
+    photo = np.full((600, 800, 3), 120, np.uint8)
+    photo[100:400, 200:500] = np.asarray(Image.fromarray(astronaut).resize((300, 300)))
+    ours = Pyramid().candidates(photo, 12.0)
+    normalised, shapes, _ = standarize_batch([tf.constant(photo, tf.float32)], normalize=True)
+    theirs = engine.detector.mtcnn.stages[0](
+        images_normalized=normalised, images_oshapes=shapes, min_face_size=12
+    )
+    assert abs(len(ours) - len(theirs)) <= 0.1 * len(theirs)
+    for row in ours[:10]:  # the best candidates: each has a twin within 4 px or 15% of its side
+        side = row[3] - row[1]
+        assert np.abs(theirs[:, 1:5] - row[1:5]).max(axis=1).min() <= max(4.0, 0.15 * side)
+
+
+def test_a_box_holding_a_smaller_face_is_dropped_and_the_faces_inside_kept(engine, astronaut):
+    """A blurred, enlarged face behind three small sharp ones (BlazeFace's whole look sees the backdrop
+    as a face): the three are found, the backdrop is not."""
+    from PIL import ImageFilter
+
+    from ml.refine import holds_another
+
+    rows = np.array([[0, 0, 0, 100, 100, 0.99], [0, 10, 10, 30, 30, 0.95], [0, 50, 50, 90, 95, 0.9]])
+    assert holds_another(rows).tolist() == [True, False, False]
+    backdrop = (
+        Image.fromarray(astronaut).crop((110, 20, 340, 250)).resize((1600, 1600)).crop((0, 200, 1600, 1400))
+    )
+    photo = backdrop.filter(ImageFilter.GaussianBlur(20))
+    face = Image.fromarray(astronaut).crop((110, 20, 340, 250)).resize((200, 200))
+    for spot in ((300, 500), (700, 550), (1100, 500)):
+        photo.paste(face, spot)
+    found = engine.detector.detect(np.asarray(photo))
+    assert len(found) == 3
+    assert all(d.box[2] - d.box[0] < 250 for d in found)
