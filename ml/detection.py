@@ -1,12 +1,13 @@
-"""Face detection: BlazeFace proposes, MTCNN decides (`mtcnn`, whose weights ship inside its wheel).
+"""Face detection: BlazeFace proposes, MTCNN decides; on LiteRT, without TensorFlow.
 
-MTCNN's RNet and ONet judge every candidate and place its box and five landmarks. The candidates come from
-BlazeFace (`ml.proposals`: one look at the whole photo and one at each 320-px tile, about 3 ms each,
-`ml.refine`), or, with `proposer="pyramid"`, from MTCNN's own PNet slid over an image pyramid, which
-took two thirds of a photo's detection time. BlazeFace's tiles reach faces of about `SMALL_FACE_PX` at
-detection scale; a photo where it finds none is searched by the pyramid as well, down to MTCNN's 12-px
-window, so that a lone small face (a distant face in a phone photo) is still found. Measured against the
-pyramid by `python bench/detector_recall.py --proposer blazeface|pyramid` (ml/MODEL_CARD.md, "Detector").
+MTCNN's RNet and ONet (`ml.refine`; the `mtcnn` package's weights, exported) judge every candidate and
+place its box and five landmarks. The candidates come from BlazeFace (`ml.proposals`: one look at the
+whole photo and one at each 320-px tile, about 3 ms each), which reaches faces of about
+`SMALL_FACE_PX` at detection scale; and from MTCNN's PNet over an image pyramid on LiteRT
+(`ml.pyramid`) for the smaller faces of a photo scaled to under `PYRAMID_BELOW_SCALE` (a phone photo),
+and for every size in a photo where nothing else was found. With `proposer="pyramid"` the `mtcnn`
+package's own pipeline runs instead, on TensorFlow (the training chips, comparisons). Measured by
+`python bench/detector_recall.py [--proposer pyramid]` (ml/MODEL_CARD.md, "Detector").
 
 Thresholds (documented in the README and the model card):
 - a detection is kept when MTCNN's final confidence is at least `MIN_CONFIDENCE` (0.90) and its box is
@@ -19,14 +20,8 @@ Thresholds (documented in the README and the model card):
   bench/detector_recall.py --size 4032x3024 --tiles 60-300`);
 - small photos (tight face crops, longer side under 400 px) are padded by a replicated border so that a
   face touching the frame is still found whole;
-- in larger photos, faces cut by the frame are searched once more (`_cut_faces`): the photo, scaled so
-  that its longer side is `CUT_MAX_SIDE`, is padded on every side by its own mirror image
-  (`CUT_PAD_SHARE` of that side), which makes a face cut near its middle whole again. A face found
-  there is kept when its box touches the frame (not two opposite sides of it) with at least
-  `CUT_MIN_SEEN` of it inside the photo, its nose lies inside the photo (a mirrored ghost's lies in
-  the border) and no face already found holds that nose. Its box is clipped to the photo; its
-  landmarks may lie outside it (alignment replicates the border). Measured by `python
-  bench/detector_recall.py --cut 0.5 --selfie`;
+- in larger photos, faces cut by the frame are searched once more (`ml.frame_cut`), in the photo
+  bordered by its own mirror image, which makes a face cut near its middle whole again;
 - a photo where no face is found is searched again turned a quarter turn each way and upside down
   (`TURNS`): a phone photo whose orientation tag was lost. The turn with the most confident face wins,
   if the photo as it came shows not even a weak face (at `FALLBACK_THRESHOLDS`) or the turned face is
@@ -52,22 +47,8 @@ MIN_FACE_PX = 20
 DETECT_MAX_SIDE = 800
 #: MTCNN's proposal network looks through a 12-px window: the smallest face it can find at any scale.
 MTCNN_WINDOW_PX = 12
-_PAD_BELOW = 400
+PAD_BELOW = 400
 _PAD_SHARE = 0.2
-#: The frame-cut search (see the module's docstring): detection size, mirrored border, smallest face there.
-CUT_MAX_SIDE = 320
-CUT_PAD_SHARE = 0.2
-#: (20, the package's default, at most: above it, `mtcnn` 1.0.0's pyramid can end under PNet's 12-px
-#: window for some photo sizes, and then it raises and the photo gets no face at all; search larger
-#: faces with a smaller `CUT_MAX_SIDE` instead)
-CUT_MIN_FACE_PX = 20
-#: Its pyramid's step (the package's: 0.709): coarser, a third less time, the same faces in
-#: `bench/detector_recall.py --cut 0.5 --selfie`; only faces the search as given missed are taken from it.
-CUT_SCALE_FACTOR = 0.5
-#: The frame-cut search's BlazeFace tiles (`ml.proposals.tiles`): two looks besides the whole one.
-CUT_TILE_PX = 384
-#: A cut face has at least this share of its box inside the photo.
-CUT_MIN_SEEN = 0.4
 #: MTCNN's proposal, refinement and output thresholds for `fallback_face` (the package's own: 0.6, 0.7, 0.8).
 FALLBACK_THRESHOLDS = {"threshold_pnet": 0.5, "threshold_rnet": 0.5, "threshold_onet": 0.5}
 FALLBACK_MIN_SHARE = 0.3
@@ -145,6 +126,7 @@ class FaceDetector:
     def _load_pyramid(self) -> None:
         from mtcnn import MTCNN
 
+        from ml.frame_cut import AcrossTheFrame
         from ml.runtime import tensorflow
 
         self._tf = tf = tensorflow()
@@ -161,7 +143,7 @@ class FaceDetector:
         # The frame-cut search's own pipeline, on the same compiled networks: between PNet and RNet, the
         # proposals that cannot be a face cut by the frame are dropped (`_AcrossTheFrame`).
         pnet, *refine = self._mtcnn.stages
-        self._cut_mtcnn = MTCNN(stages=[pnet, _AcrossTheFrame(), *refine])
+        self._cut_mtcnn = MTCNN(stages=[pnet, AcrossTheFrame(), *refine])
         _normalise_once()
         logging.getLogger("mtcnn").setLevel(logging.ERROR)
 
@@ -206,46 +188,10 @@ class FaceDetector:
     def _cut_faces(
         self, rgb: np.ndarray, found: list[Detection], proposals: np.ndarray | None = None
     ) -> list[Detection]:
-        """Faces that the frame cuts through and the search as given missed (see the module's docstring)."""
-        height, width = rgb.shape[:2]
-        if not self.cut_faces or max(height, width) < _PAD_BELOW:  # a tight crop is padded whole already
-            return []
-        scale = CUT_MAX_SIDE / max(height, width)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        work = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-        pad = round(CUT_PAD_SHARE * CUT_MAX_SIDE)
-        work = np.pad(work, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
-        raw = []
-        inner = (pad, pad, pad + size[0], pad + size[1])
-        search = float(max(MTCNN_WINDOW_PX, CUT_MIN_FACE_PX))
-        options = {"scale_factor": CUT_SCALE_FACTOR, "frame": inner}
-        if proposals is not None:  # BlazeFace's from the search as given, in this small photo's pixels
-            proposals = _mirror_completed(proposals, width, height)
-            reused = np.concatenate([proposals[:, :4] * scale + pad, proposals[:, 4:]], 1)
-            looked = self._blazeface.propose(work, tile_px=CUT_TILE_PX)
-            options["proposals"] = np.concatenate([reused, looked])
-        if self._blazeface is None and self._cut_mtcnn is None:
-            self._load_pyramid()
-        for item in self._run(work, search, cut=True, **options):
-            x, y, w, h = (float(v) for v in item["box"])
-            seen_w = min(x + w, inner[2]) - max(x, inner[0])
-            seen_h = min(y + h, inner[3]) - max(y, inner[1])
-            # a face this small, or mostly in the mirrored border, is a pattern of the mirroring (corners)
-            if min(w, h) >= CUT_MIN_FACE_PX and max(seen_w, 0) * max(seen_h, 0) >= CUT_MIN_SEEN * w * h:
-                raw.append(item)
-        kept = []
-        for d in self.convert_raw(raw, scale, pad, rgb.shape):
-            x1, y1, x2, y2 = d.box  # clipped to the photo
-            cx, cy = d.landmarks[2]  # the nose: a mirrored ghost's lies in the border
-            slack = 0.1 * min(x2 - x1, y2 - y1)  # a face cut through its middle has its nose on the edge
-            touches = x1 <= 0 or y1 <= 0 or x2 >= width or y2 >= height
-            # one spanning the whole photo is a close-up, or a blurred backdrop, not a face the frame cut
-            touches = touches and not ((x1 <= 0 and x2 >= width) or (y1 <= 0 and y2 >= height))
-            inside = -slack < cx < width + slack and -slack < cy < height + slack
-            known = any(_holds(f.box, cx, cy) for f in found + kept)
-            if touches and inside and not known:
-                kept.append(d)
-        return kept
+        """Faces that the frame cuts through and the search as given missed (`ml.frame_cut`)."""
+        from ml.frame_cut import cut_faces
+
+        return cut_faces(self, rgb, found, proposals)
 
     def _detect_turned(self, rgb: np.ndarray) -> list[Detection]:
         turned = self.detect_as_given([np.ascontiguousarray(np.rot90(rgb, k)) for k in TURNS])
@@ -330,7 +276,7 @@ class FaceDetector:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             work = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
         pad = 0
-        if max(work.shape[:2]) < _PAD_BELOW:
+        if max(work.shape[:2]) < PAD_BELOW:
             pad = round(_PAD_SHARE * max(work.shape[:2]))
             work = np.pad(work, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
         return work, scale, pad
@@ -419,28 +365,10 @@ class FaceDetector:
         boxes = square(as_mtcnn_boxes(proposals))
         if candidates is not None and len(candidates):  # PNet's, square already
             boxes = np.concatenate([boxes, candidates]).astype(np.float32)
-        between = _AcrossTheFrame() if cut else None
+        from ml.frame_cut import AcrossTheFrame
+
+        between = AcrossTheFrame() if cut else None
         return refine(self._nets, work, boxes, between=between, frame=frame, **thresholds)
-
-
-class _AcrossTheFrame:
-    """A stage between MTCNN's PNet and RNet for the frame-cut search: keeps only the proposals that cross
-    the photo's frame (`frame`: x1, y1, x2, y2 of the photo inside its mirrored border). A proposal well
-    inside the photo was searched already, one wholly in the border is a mirrored ghost; dropping them
-    spares RNet and ONet most of their work."""
-
-    id = 100
-    name = "Across the frame"
-
-    def __call__(self, bboxes_batch, frame=None, **kwargs):
-        if frame is None or len(bboxes_batch) == 0:
-            return bboxes_batch
-        x1, y1, x2, y2 = (bboxes_batch[:, i] for i in range(1, 5))
-        margin = 0.1 * np.minimum(x2 - x1, y2 - y1)  # RNet may still move a box by about this much
-        left, top, right, bottom = frame
-        inside = (x1 > left + margin) & (y1 > top + margin) & (x2 < right - margin) & (y2 < bottom - margin)
-        outside = (x2 <= left) | (x1 >= right) | (y2 <= top) | (y1 >= bottom)
-        return bboxes_batch[~inside & ~outside]
 
 
 def _normalise_once() -> None:
@@ -461,31 +389,6 @@ def _normalise_once() -> None:
     standarize_batch.once = True
     standarize_batch.plain = plain
     package.standarize_batch = standarize_batch
-
-
-def _mirror_completed(proposals: np.ndarray, width: int, height: int, near: float = 0.3) -> np.ndarray:
-    """BlazeFace's proposals (x1, y1, x2, y2, score) plus, for each within `near` of its size of an edge,
-    the box its visible part makes with its mirror image across that edge: where the frame cut a face,
-    the mirrored border of the frame-cut search shows it whole there, centred on the edge."""
-    x1, y1, x2, y2, score = proposals.T
-    reach_x, reach_y = near * (x2 - x1), near * (y2 - y1)
-    variants = [proposals]
-    for close, box in (
-        (x1 < reach_x, (-x2, y1, x2, y2)),
-        (x2 > width - reach_x, (x1, y1, 2 * width - x1, y2)),
-        (y1 < reach_y, (x1, -y2, x2, y2)),
-        (y2 > height - reach_y, (x1, y1, x2, 2 * height - y1)),
-    ):
-        variants.append(np.stack([*box, score], axis=1)[close])
-    return np.concatenate(variants, axis=0)
-
-
-def _holds(box: tuple[float, float, float, float], x: float, y: float) -> bool:
-    """Whether (x, y) lies in `box` grown by a tenth of its shorter side: a face found cut by the frame is
-    found again by the frame-cut search with its nose on the edge, a pixel or two past the first box."""
-    x1, y1, x2, y2 = box
-    slack = 0.1 * min(x2 - x1, y2 - y1)
-    return x1 - slack <= x <= x2 + slack and y1 - slack <= y <= y2 + slack
 
 
 def unturn(points: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
