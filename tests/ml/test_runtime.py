@@ -23,6 +23,7 @@ def test_the_shipped_model_is_served_on_litert_from_its_own_keras_file(engine):
     manifest = read_manifest(DEFAULT_MODEL_DIR)
     assert engine.runtime == "litert"
     assert manifest["litert"]["from_sha256"] == manifest["sha256"]
+    assert manifest["litert"]["quantization"].startswith("dynamic-range int8")
 
 
 def test_litert_and_keras_give_the_same_faces(engine, on_keras, astronaut):
@@ -30,11 +31,11 @@ def test_litert_and_keras_give_the_same_faces(engine, on_keras, astronaut):
     for photo in (to_jpeg(astronaut), to_jpeg(group)):
         ours, theirs = engine.predict(photo), on_keras.predict(photo)
         assert len(ours) == len(theirs) >= 1
-        for a, b in zip(ours, theirs, strict=True):
+        for a, b in zip(ours, theirs, strict=True):  # int8 weights on LiteRT: close, not equal
             assert a.box == b.box and a.gender == b.gender
-            assert a.age == pytest.approx(b.age, abs=0.11)  # ages are rounded to 0.1
-            assert a.gender_confidence == pytest.approx(b.gender_confidence, abs=1e-3)
-            assert abs(a.age_low - b.age_low) <= 1 and abs(a.age_high - b.age_high) <= 1
+            assert a.age == pytest.approx(b.age, abs=1.0)
+            assert a.gender_confidence == pytest.approx(b.gender_confidence, abs=0.03)
+            assert abs(a.age_low - b.age_low) <= 2 and abs(a.age_high - b.age_high) <= 2
 
 
 def test_a_litert_file_made_from_another_keras_file_is_not_used(tmp_path):
