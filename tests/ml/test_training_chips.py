@@ -31,8 +31,15 @@ def test_training_chips_are_the_chips_the_service_makes(tmp_path, engine, astron
     them from the photo: not resampled from another chip (the skew of pipeline v4: 3-4 grey levels),
     and from the landmarks the detector finds for the photo alone (up to v5 the cache detected photos
     in batches, which moved landmarks by up to 10 px). The photos differ in size, as the datasets' do."""
+    from ml.detection import FaceDetector
     from ml.images import load_image
+    from ml.training.chips import DETECTOR_PROPOSER
     from ml.training.chipsets import load_chips
+
+    # The cache's detector: MTCNN's own pyramid (`DETECTOR_PROPOSER`), where the service has BlazeFace
+    # propose; the same networks decide and place the landmarks, checked below to within a tenth of the
+    # eyes' distance.
+    detector = FaceDetector(proposer=DETECTOR_PROPOSER)
 
     folder = _portraits(
         tmp_path / "same",
@@ -43,16 +50,19 @@ def test_training_chips_are_the_chips_the_service_makes(tmp_path, engine, astron
     assert cached.faces.shape == (3, 64, 64, 3) and cached.detected.all()
     for i, key in enumerate(cached.keys):
         photo = np.asarray(load_image(folder / key.split("/")[1]))
-        (found,) = engine.detector.detect(photo)
-        served = engine.chips_of(photo, found.landmarks)
+        (found,) = detector.detect(photo)
+        cut = engine.chips_of(photo, found.landmarks)
         for name, chips in (("image", cached.chips), ("face", cached.faces)):
-            assert np.array_equal(chips[i], served[name][0]), (name, key)
+            assert np.array_equal(chips[i], cut[name][0]), (name, key)
+        (served,) = engine.detector.detect(photo)
+        eyes = np.linalg.norm(found.landmarks[0] - found.landmarks[1])
+        assert np.abs(served.landmarks - found.landmarks).max() <= 0.1 * eyes
     # the landmarks they were cut from are kept, so that they can be cut again without the detector
     from ml.training.chips import build_cache
 
     with np.load(build_cache(folder, 64, tmp_path / "cache")) as data:
         photos = [np.asarray(load_image(folder / name)) for name in data["files"]]
-        found = [np.asarray(engine.detector.detect(photo)[0].landmarks) for photo in photos]
+        found = [np.asarray(detector.detect(photo)[0].landmarks) for photo in photos]
         np.testing.assert_allclose(np.stack(found), data["landmarks"], atol=1e-4)
 
 
