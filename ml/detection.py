@@ -178,7 +178,7 @@ class FaceDetector:
         for i, faces in enumerate(found):
             if not faces and self._blazeface is not None:
                 # a face under the tiles' reach (`SMALL_FACE_PX`) may be alone in the photo: the pyramid
-                faces = found[i] = self._given([images[i]], small=True)[0][0]
+                faces = found[i] = self._given([images[i]], small=True, looked=[proposals[i]])[0][0]
             faces.extend(self._cut_faces(images[i], faces, proposals[i]))
             faces.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
             if not faces:
@@ -233,10 +233,15 @@ class FaceDetector:
         return self._given(images, pyramid)[0]
 
     def _given(
-        self, images: list[np.ndarray], pyramid: bool = False, small: bool = False
+        self,
+        images: list[np.ndarray],
+        pyramid: bool = False,
+        small: bool = False,
+        looked: list[np.ndarray | None] | None = None,
     ) -> tuple[list[list[Detection]], list[np.ndarray | None]]:
         """Faces in each photo as it came, and BlazeFace's proposals there in the photo's pixels (None
-        for the pyramid), which the frame-cut search reads again instead of looking once more."""
+        for the pyramid), which the frame-cut search reads again instead of looking once more; `looked`:
+        those proposals from an earlier search of the same photos, not looked for again."""
         prepared = [self._prepare(rgb) for rgb in images]
         raw: list[list[dict]] = [[] for _ in images]
         proposals: list[np.ndarray | None] = [None for _ in images]
@@ -249,7 +254,10 @@ class FaceDetector:
                 continue
             if self._blazeface is not None and not pyramid:
                 work, scale, pad = p
-                proposals[i] = self._blazeface.propose(work)
+                if looked is not None and looked[i] is not None:  # back into detection pixels
+                    proposals[i] = np.concatenate([looked[i][:, :4] * scale + pad, looked[i][:, 4:]], 1)
+                else:
+                    proposals[i] = self._blazeface.propose(work)
                 # faces under the tiles' reach from PNet's pyramid, at its costly large scales only; every
                 # size where nothing was found (`small`)
                 candidates = None

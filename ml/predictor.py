@@ -81,7 +81,7 @@ class Predictor:
         predictor.predict_chips(
             predictor.chips_of(np.zeros((8, 8, 3), np.uint8), whole_image_landmarks(8, 8))
         )
-        return predictor  # warmed up: the graph is traced
+        return predictor  # warmed up: the first call's allocations (or the graph's tracing) are done
 
     @property
     def detector(self):

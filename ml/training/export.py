@@ -112,10 +112,10 @@ def to_litert(model, input_shape: tuple[int, ...], path: Path) -> int:
 def export_mtcnn(out: Path = MTCNN_DIR) -> list[Path]:
     from mtcnn import MTCNN
 
-    stages = {stage.name: stage for stage in MTCNN().stages}
+    stages = MTCNN().stages
     written = []
     for name, side in MTCNN_STAGES.items():
-        stage = next(s for s in stages.values() if name in type(s).__name__.lower())
+        stage = next(s for s in stages if name in type(s).__name__.lower())
         path = out / f"{name}.tflite"
         size = to_litert(stage._model, (None, side, side, 3), path)
         print(f"{path}: {size:,} bytes")
