@@ -2,11 +2,11 @@
 
 MTCNN's RNet and ONet (`ml.refine`; the `mtcnn` package's weights, exported) judge every candidate and
 place its box and five landmarks. The candidates come from BlazeFace (`ml.proposals`: one look at the
-whole photo and one at each 320-px tile, about 3 ms each), which reaches faces of about
-`SMALL_FACE_PX` at detection scale; and from MTCNN's PNet over an image pyramid on LiteRT
-(`ml.pyramid`) for the smaller faces of a photo scaled to under `PYRAMID_BELOW_SCALE` (a phone photo),
-and for every size in a photo where nothing else was found. With `proposer="pyramid"` the `mtcnn`
-package's own pipeline runs instead, on TensorFlow (the training chips, comparisons). Measured by
+whole photo, 3 ms, and one at the photo scaled as a 320-px tile is read, 11 ms for 640×480), which
+reaches faces of about `SMALL_FACE_PX` at detection scale; and from MTCNN's PNet over an image pyramid
+on LiteRT (`ml.pyramid`) for the smaller faces of a photo scaled to under `PYRAMID_BELOW_SCALE` (a
+phone photo), and for every size in a photo where nothing else was found. With `proposer="pyramid"`
+the `mtcnn` package's own pipeline runs instead, on TensorFlow (the training chips, comparisons). Measured by
 `python bench/detector_recall.py [--proposer pyramid]` (ml/MODEL_CARD.md, "Detector").
 
 Thresholds (documented in the README and the model card):
@@ -61,7 +61,8 @@ TURNS = (1, 3, 2)
 TURNED_MIN_CONFIDENCE = 0.99
 
 #: Faces smaller than this (box side, pixels at detection scale) may be missed where larger ones are found:
-#: BlazeFace's reach in a `ml.proposals.TILE_PX` tile (`MIN_FACE_INPUT_PX` read at the tile's scale).
+#: BlazeFace's reach in its look at the photo scaled as a `ml.proposals.TILE_PX` tile is read
+#: (`MIN_FACE_INPUT_PX` at that scale).
 SMALL_FACE_PX = 27
 #: In a photo scaled to less than this for detection (a phone photo), faces under `SMALL_FACE_PX` there
 #: are sizeable faces (54 px and more), searched by PNet's pyramid (`ml.pyramid`) at those sizes only.
@@ -101,10 +102,12 @@ class FaceDetector:
             from ml.proposals import BlazeFace
             from ml.pyramid import Pyramid
             from ml.refine import Nets
+            from ml.runtime import litert_threads
 
-            self._blazeface = BlazeFace()
-            self._small_faces = Pyramid()
-            self._nets = Nets()
+            threads = litert_threads()  # as the model's: every core, or AGEGENDER_TF_THREADS (the worker: 1)
+            self._blazeface = BlazeFace(threads)
+            self._small_faces = Pyramid(threads)
+            self._nets = Nets(threads)
         else:
             self._load_pyramid()
         self.min_confidence = min_confidence
@@ -174,24 +177,28 @@ class FaceDetector:
     def detect_many(self, images: list[np.ndarray]) -> list[list[Detection]]:
         """Detect faces in several RGB arrays, each exactly as `detect` would (see `detect_as_given`);
         photos with none are searched again turned (`TURNS`)."""
-        found, proposals = self._given(images)
+        found, proposals, smaller = self._given(images)
         for i, faces in enumerate(found):
             if not faces and self._blazeface is not None:
-                # a face under the tiles' reach (`SMALL_FACE_PX`) may be alone in the photo: the pyramid
+                # a face under BlazeFace's reach (`SMALL_FACE_PX`) may be alone in the photo: the pyramid
                 faces = found[i] = self._given([images[i]], small=True, looked=[proposals[i]])[0][0]
-            faces.extend(self._cut_faces(images[i], faces, proposals[i]))
+            faces.extend(self._cut_faces(images[i], faces, proposals[i], smaller[i]))
             faces.sort(key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), reverse=True)
             if not faces:
                 found[i] = self._detect_turned(images[i])
         return found
 
     def _cut_faces(
-        self, rgb: np.ndarray, found: list[Detection], proposals: np.ndarray | None = None
+        self,
+        rgb: np.ndarray,
+        found: list[Detection],
+        proposals: np.ndarray | None = None,
+        smaller: np.ndarray | None = None,
     ) -> list[Detection]:
         """Faces that the frame cuts through and the search as given missed (`ml.frame_cut`)."""
         from ml.frame_cut import cut_faces
 
-        return cut_faces(self, rgb, found, proposals)
+        return cut_faces(self, rgb, found, proposals, smaller)
 
     def _detect_turned(self, rgb: np.ndarray) -> list[Detection]:
         turned = self.detect_as_given([np.ascontiguousarray(np.rot90(rgb, k)) for k in TURNS])
@@ -238,13 +245,15 @@ class FaceDetector:
         pyramid: bool = False,
         small: bool = False,
         looked: list[np.ndarray | None] | None = None,
-    ) -> tuple[list[list[Detection]], list[np.ndarray | None]]:
-        """Faces in each photo as it came, and BlazeFace's proposals there in the photo's pixels (None
-        for the pyramid), which the frame-cut search reads again instead of looking once more; `looked`:
-        those proposals from an earlier search of the same photos, not looked for again."""
+    ) -> tuple[list[list[Detection]], list[np.ndarray | None], list[np.ndarray | None]]:
+        """Faces in each photo as it came, BlazeFace's proposals there in the photo's pixels (None
+        for the pyramid), which the frame-cut search reads again instead of looking once more, and a
+        smaller copy of the photo where BlazeFace made one (`BlazeFace.looks`); `looked`: those
+        proposals from an earlier search of the same photos, not looked for again."""
         prepared = [self._prepare(rgb) for rgb in images]
         raw: list[list[dict]] = [[] for _ in images]
         proposals: list[np.ndarray | None] = [None for _ in images]
+        smaller: list[np.ndarray | None] = [None for _ in images]
         # Each photo alone: the package's batches move the faces it finds by up to 10 px (and can add or
         # lose one) against the same photo alone, even among photos of one size, so that a photo's
         # answer would depend on the photos detected with it. Alone, it is what the service finds for
@@ -257,8 +266,8 @@ class FaceDetector:
                 if looked is not None and looked[i] is not None:  # back into detection pixels
                     proposals[i] = np.concatenate([looked[i][:, :4] * scale + pad, looked[i][:, 4:]], 1)
                 else:
-                    proposals[i] = self._blazeface.propose(work)
-                # faces under the tiles' reach from PNet's pyramid, at its costly large scales only; every
+                    proposals[i], smaller[i] = self._blazeface.looks(work)
+                # faces under BlazeFace's reach from PNet's pyramid, at its costly large scales only; every
                 # size where nothing was found (`small`)
                 candidates = None
                 if small or scale < PYRAMID_BELOW_SCALE:
@@ -272,7 +281,7 @@ class FaceDetector:
             self.convert_raw(raw[i], *prepared[i][1:], images[i].shape) if prepared[i] is not None else []
             for i in range(len(images))
         ]
-        return found, proposals
+        return found, proposals, smaller
 
     def _prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, float, int] | None:
         height, width = rgb.shape[:2]

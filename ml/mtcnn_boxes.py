@@ -110,10 +110,9 @@ def patches(rgb: np.ndarray, boxes: np.ndarray, side: int, fill: float) -> np.nd
     y0 = np.floor(ys).astype(int)
     x0 = np.floor(xs).astype(int)
     fy, fx = (ys - y0)[:, :, None, None], (xs - x0)[:, None, :, None]
-    image = rgb.astype(np.float32)
 
-    def at(y, x):
-        return image[y.clip(0, height - 1)[:, :, None], x.clip(0, width - 1)[:, None, :]]
+    def at(y, x):  # gathered from the uint8 photo, then made float: not the whole photo made float
+        return rgb[y.clip(0, height - 1)[:, :, None], x.clip(0, width - 1)[:, None, :]].astype(np.float32)
 
     top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
     bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx

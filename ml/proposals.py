@@ -3,8 +3,13 @@
 MTCNN's first stage (PNet) slides a 12-px window over a pyramid of the whole photo: in a 640×480 photo
 that is two thirds of the detection time. BlazeFace reads the photo at 192×192 in about 3 ms; its boxes
 go, as PNet's would, to MTCNN's RNet and ONet, which decide, place the box and the five landmarks as
-before (`ml.detection`). Faces too small for one 192-px look at the whole photo are proposed from
-overlapping tiles (`TILE_PX` at detection scale, each read at 192 px).
+before (`ml.detection`). Faces too small for one 192-px look at the whole photo are proposed from one
+look at the whole photo scaled as a `TILE_PX` tile would be read at 192 px: the network is fully
+convolutional but for the sizes of its three upsampling steps, which `SizedModels` sets for each such
+photo's size (a copy of the file with three numbers changed). One large look costs about what the
+area it reads costs, where overlapping 192-px tiles read much of the photo twice (a 640×480 photo: six
+tiles; an 800×600 one: nine). The look sees each face among more of the photo than a tile did, which
+changes BlazeFace's scores for small faces a little either way; `MIN_SCORE` is half what the tiles had.
 
 The network (MediaPipe's, Apache 2.0; source and checksum in `ml/models/blazeface/README.md`) ships in
 the repository and runs on LiteRT (`ai-edge-litert`, Google's maintained TFLite runtime).
@@ -12,6 +17,8 @@ the repository and runs on LiteRT (`ai-edge-litert`, Google's maintained TFLite 
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -21,96 +28,146 @@ MODEL_DIR = Path(__file__).resolve().parent / "models" / "blazeface"
 INPUT_PX = 192
 MODEL_FILE = "face_detection_full_range_sparse.tflite"
 #: A proposal's score (sigmoid) at least this: low, since RNet and ONet decide; BlazeFace's own is 0.5.
-MIN_SCORE = 0.1
-#: Proposals kept per look, best first (RNet reads each as a 24-px patch).
+MIN_SCORE = 0.05
+#: Proposals kept per look of `INPUT_PX` square (more in a larger look, by its area), best first (RNet
+#: reads each as a 24-px patch).
 MAX_PROPOSALS = 256
-#: Side of a tile, at detection scale, for faces too small for the whole-photo look: read at `INPUT_PX`,
-#: a tile enlarges its faces by TILE_PX / INPUT_PX against a look at a photo of that side.
+#: For faces too small for the whole-photo look, the photo is read once more scaled by INPUT_PX / TILE_PX:
+#: as a tile of this side (pixels at detection scale) would be read at `INPUT_PX`.
 TILE_PX = 320
-#: The smallest face (its box's side, in input pixels) that BlazeFace finds reliably in one look. Tiles
-#: overlap by the largest face that the whole-photo look may miss, so that it is whole in one of them.
+#: The smallest face (its box's side, in input pixels) that BlazeFace finds reliably in one look.
 MIN_FACE_INPUT_PX = 16
+#: The network's coarsest stride: a look's sides are multiples of it (the photo is padded to them).
+STRIDE_PX = 32
+#: Sized copies of the network kept per process (one per photo shape met lately; about 20 ms to make,
+#: and up to about 20 MB of working memory each for an 800 × 600 photo's look).
+SIZED_KEPT = 4
 #: Proposals overlapping more than this are one: RNet reads the best of them.
 MERGE_IOU = 0.5
 #: BlazeFace's box runs from the brows to below the mouth; MTCNN's from the forehead to the chin. Each
 #: proposal is widened by these factors about its centre (RNet, then ONet, refine it).
-WIDEN = (1.15, 1.45)
+WIDEN = (1.15, 1.3, 1.45)
 
 
 def model_path() -> Path:
     return MODEL_DIR / MODEL_FILE
 
 
-def _anchors() -> np.ndarray:
-    """Centres of the 48×48 grid of one anchor each (stride 4), as fractions of the input."""
-    cells = (np.arange(INPUT_PX // 4, dtype=np.float32) + 0.5) / (INPUT_PX // 4)
-    ys, xs = np.meshgrid(cells, cells, indexing="ij")
-    return np.stack([xs.ravel(), ys.ravel()], axis=1)
+@lru_cache(maxsize=16)
+def _anchors(height: int, width: int) -> np.ndarray:
+    """Centres of the grid of one anchor each (stride 4) of a look `height` × `width`, in its pixels."""
+    ys, xs = np.meshgrid(np.arange(height // 4) * 4 + 2.0, np.arange(width // 4) * 4 + 2.0, indexing="ij")
+    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
+
+
+class SizedModels:
+    """The network for looks of any size (multiples of `STRIDE_PX`): the file's three RESIZE_BILINEAR
+    steps take their output size from constants (12, 24 and 48 for its 192-px input), which a copy of
+    the file gets scaled to the look's size, found through LiteRT's own flatbuffer schema. The rest of
+    the network is convolutions, so a face reads as it would in a 192-px look."""
+
+    def __init__(self, threads: int = 1) -> None:
+        from ai_edge_litert import schema_py_generated as schema
+
+        self._threads = threads
+        self._file = bytearray(model_path().read_bytes())
+        model = schema.Model.GetRootAs(self._file, 0)
+        graph = model.Subgraphs(0)
+        self._sizes = []  # byte offsets of each upsampling step's (height, width) int32 constant
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            resize = schema.BuiltinOperator.RESIZE_BILINEAR
+            if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) != resize:
+                continue
+            data = model.Buffers(graph.Tensors(op.Inputs(1)).Buffer()).DataAsNumpy()
+            offset = data.__array_interface__["data"][0] - np.frombuffer(self._file, np.uint8).ctypes.data
+            size = np.frombuffer(self._file, np.int32, 2, offset)
+            self._sizes.append((offset, INPUT_PX // int(size[0])))  # offset, the step's stride
+        if len(self._sizes) != 3:
+            raise ValueError(f"{MODEL_FILE}: expected three upsampling steps, found {len(self._sizes)}")
+        self._kept: OrderedDict[tuple[int, int], object] = OrderedDict()
+
+    def __call__(self, height: int, width: int):
+        """A ready interpreter for looks `height` × `width` (each a multiple of `STRIDE_PX`)."""
+        if height % STRIDE_PX or width % STRIDE_PX:
+            raise ValueError(f"a look's sides are multiples of {STRIDE_PX}, not {height}×{width}")
+        key = (height, width)
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]
+        from ai_edge_litert.interpreter import Interpreter
+
+        content = bytearray(self._file)
+        for offset, stride in self._sizes:
+            content[offset : offset + 8] = np.array([height // stride, width // stride], np.int32).tobytes()
+        interpreter = Interpreter(model_content=bytes(content), num_threads=self._threads)
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [1, height, width, 3])
+        interpreter.allocate_tensors()
+        self._kept[key] = interpreter
+        if len(self._kept) > SIZED_KEPT:
+            self._kept.popitem(last=False)
+        return interpreter
 
 
 class BlazeFace:
     """RGB uint8 array in, (N, 5) proposals out: x1, y1, x2, y2, score in the array's pixels."""
 
     def __init__(self, threads: int = 1) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        self._models = SizedModels(threads)
+        self._models(INPUT_PX, INPUT_PX)  # the whole-photo look's, ready before the first photo
 
-        self._interpreter = Interpreter(model_path=str(model_path()), num_threads=threads)
-        self._interpreter.allocate_tensors()
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        outputs = sorted(self._interpreter.get_output_details(), key=lambda o: o["shape"][-1], reverse=True)
-        self._boxes, self._scores = (o["index"] for o in outputs)  # (1, 2304, 16) and (1, 2304, 1)
-        self._anchors = _anchors()
-
-    def look(self, rgb: np.ndarray, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
-        """Proposals in one look at `window` (x1, y1, x2, y2; the whole array when None), letterboxed."""
-        x1, y1, x2, y2 = window or (0, 0, rgb.shape[1], rgb.shape[0])
-        side = max(x2 - x1, y2 - y1)
-        scale = INPUT_PX / side
-        size = (max(1, round((x2 - x1) * scale)), max(1, round((y2 - y1) * scale)))
-        resized = Image.fromarray(rgb[y1:y2, x1:x2]).resize(size, Image.Resampling.BILINEAR)
-        return self._read(np.asarray(resized), side, (x1, y1))
-
-    def look_tiles(self, rgb: np.ndarray, tile_px: int, overlap: float | None = None) -> list[np.ndarray]:
-        """Proposals in one look at each tile (`tiles`): the photo is scaled once, to the tiles' scale,
-        and each tile cut from it (every tile but the last of a row or column is a whole square)."""
+    def look(self, rgb: np.ndarray, scale: float | None = None) -> np.ndarray:
+        """Proposals in one look at the photo scaled by `scale` (by default to `INPUT_PX` on its longer
+        side), padded at the bottom and right to a look of whole strides (`INPUT_PX` square at least)."""
         height, width = rgb.shape[:2]
-        scale = INPUT_PX / tile_px
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-        found = []
-        for x1, y1, _, _ in tiles(width, height, tile_px, overlap):
-            left, top = round(x1 * scale), round(y1 * scale)
-            cut = small[top : top + INPUT_PX, left : left + INPUT_PX]
-            found.append(self._read(cut, tile_px, (left / scale, top / scale)))
-        return found
+        scale = scale or INPUT_PX / max(height, width)
+        return self._read(_resized(rgb, scale), scale)
 
-    def _read(self, pixels: np.ndarray, side: float, origin: tuple[float, float]) -> np.ndarray:
-        """BlazeFace on `pixels` (at most INPUT_PX square, letterboxed at the top left), which show `side`
-        photo pixels across from `origin`: proposals in photo pixels."""
-        canvas = np.zeros((INPUT_PX, INPUT_PX, 3), np.float32)
+    def _read(self, pixels: np.ndarray, scale: float) -> np.ndarray:
+        """BlazeFace on `pixels` (the photo scaled by `scale`): proposals in photo pixels."""
+        height, width = (max(INPUT_PX, -(-side // STRIDE_PX) * STRIDE_PX) for side in pixels.shape[:2])
+        interpreter = self._models(height, width)
+        canvas = np.zeros((height, width, 3), np.float32)
         canvas[: pixels.shape[0], : pixels.shape[1]] = pixels.astype(np.float32) / 127.5 - 1.0
-        self._interpreter.set_tensor(self._input, canvas[None])
-        self._interpreter.invoke()
-        raw = self._interpreter.get_tensor(self._boxes)[0]
-        logits = self._interpreter.get_tensor(self._scores)[0, :, 0]
-        best = np.argsort(-logits)[:MAX_PROPOSALS]
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], canvas[None])
+        interpreter.invoke()
+        # outputs (1, cells, 16) boxes and landmarks, (1, cells, 1) logits; cells = one per 4×4 pixels
+        outputs = sorted(interpreter.get_output_details(), key=lambda o: o["shape"][-1], reverse=True)
+        raw, logits = (interpreter.get_tensor(o["index"])[0] for o in outputs)
+        logits = logits[:, 0]
+        best = np.argsort(-logits)[: MAX_PROPOSALS * len(logits) // (INPUT_PX // 4) ** 2]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits[best], -80, 80)))
         keep = best[scores >= MIN_SCORE]
         scores = scores[scores >= MIN_SCORE]
-        centre = self._anchors[keep] + raw[keep, :2] / INPUT_PX
-        half = raw[keep, 2:4] / INPUT_PX / 2
-        boxes = np.concatenate([centre - half, centre + half], axis=1) * side  # fractions → photo px
-        boxes += (*origin, *origin)
+        centre = _anchors(height, width)[keep] + raw[keep, :2]  # look pixels
+        half = raw[keep, 2:4] / 2
+        boxes = np.concatenate([centre - half, centre + half], axis=1) / scale
         return np.concatenate([boxes, scores[:, None]], axis=1)
 
     def propose(self, rgb: np.ndarray, tiled: bool = True, tile_px: int | None = None) -> np.ndarray:
-        """Proposals from the whole photo and, where it is larger than a tile, from every tile, merged
-        where they overlap (`MERGE_IOU`)."""
-        found = [self.look(rgb)]
+        """Proposals from the whole photo and, where it is larger than a tile (`TILE_PX`, or `tile_px`),
+        from a look at it scaled as such a tile is read, merged where they overlap (`MERGE_IOU`)."""
+        return self.looks(rgb, tile_px)[0] if tiled else merge(self.look(rgb))
+
+    def looks(self, rgb: np.ndarray, tile_px: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """`propose`'s proposals, and the photo as its scaled look read it (None where the photo is no
+        larger than a tile): a small copy that later searches of the photo scale again more cheaply."""
+        height, width = rgb.shape[:2]
         tile_px = tile_px or TILE_PX
-        if tiled and max(rgb.shape[:2]) > tile_px:
-            found.extend(self.look_tiles(rgb, tile_px))
-        return merge(np.concatenate(found, axis=0))
+        whole = INPUT_PX / max(height, width)
+        if max(height, width) <= tile_px:
+            return merge(self._read(_resized(rgb, whole), whole)), None
+        scale = INPUT_PX / tile_px
+        scaled = _resized(rgb, scale)
+        found = [self._read(_resized(scaled, whole / scale), whole), self._read(scaled, scale)]
+        return merge(np.concatenate(found, axis=0)), scaled
+
+
+def _resized(rgb: np.ndarray, scale: float) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
 
 
 def merge(proposals: np.ndarray, iou: float | None = None) -> np.ndarray:
@@ -130,27 +187,6 @@ def merge(proposals: np.ndarray, iou: float | None = None) -> np.ndarray:
         overlap = w * h / np.maximum(areas[i] + areas - w * h, 1e-6)
         alive &= overlap <= iou
     return boxes[kept]
-
-
-def tiles(
-    width: int, height: int, tile_px: int | None = None, overlap: float | None = None
-) -> list[tuple[int, int, int, int]]:
-    """Overlapping squares of `tile_px` (default `TILE_PX`) covering a photo (clipped to it where it is
-    narrower), overlapping by `overlap` (default: the largest face a look at the whole photo may miss)."""
-    tile_px = tile_px or TILE_PX
-    overlap = MIN_FACE_INPUT_PX * max(width, height) / INPUT_PX if overlap is None else overlap
-
-    def starts(length: int) -> list[int]:
-        if length <= tile_px:
-            return [0]
-        count = int(np.ceil((length - overlap) / (tile_px - overlap)))
-        return [round(i * (length - tile_px) / (count - 1)) for i in range(count)]
-
-    return [
-        (x, y, min(width, x + tile_px), min(height, y + tile_px))
-        for y in starts(height)
-        for x in starts(width)
-    ]
 
 
 def as_mtcnn_boxes(proposals: np.ndarray) -> np.ndarray:

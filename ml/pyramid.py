@@ -1,5 +1,5 @@
 """MTCNN's first stage, PNet slid over an image pyramid, on LiteRT: candidates for faces too small for
-BlazeFace's tiles (`ml.proposals`), and for every face in a photo where BlazeFace sees none.
+BlazeFace's looks (`ml.proposals`), and for every face in a photo where BlazeFace sees none.
 
 PNet (`ml/models/mtcnn/pnet.tflite`, the `mtcnn` package's weights, `python -m ml.training.export mtcnn`)
 reads the photo at each scale of the package's pyramid (`build_scale_pyramid`), and its hits become

@@ -30,7 +30,7 @@ class LiteRTModel:
     def __init__(self, path: Path, threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_path=str(path), num_threads=threads or _threads())
+        self._interpreter = Interpreter(model_path=str(path), num_threads=threads or litert_threads())
         self._runner = self._interpreter.get_signature_runner("serving_default")
 
     def __call__(self, chips: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +90,7 @@ def tensorflow():
     return tf
 
 
-def _threads() -> int:
+def litert_threads() -> int:
     """LiteRT's threads: `AGEGENDER_TF_THREADS` as for TensorFlow (the worker sets it), else every core."""
     import os
 
