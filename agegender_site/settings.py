@@ -47,8 +47,10 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",  # last: it answers a locked-out login
 ]
 
-if not DEBUG:  # runserver serves static files itself; gunicorn gets them from WhiteNoise
-    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+# Static files from WhiteNoise under gunicorn (`make run` and production alike); with DEBUG, straight from
+# the source folders, re-read as they change.
+MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = DEBUG
 
 ROOT_URLCONF = "agegender_site.urls"
 WSGI_APPLICATION = "agegender_site.wsgi.application"
