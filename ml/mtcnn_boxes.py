@@ -107,15 +107,20 @@ def patches(rgb: np.ndarray, boxes: np.ndarray, side: int, fill: float) -> np.nd
 
     ys = sample_points(boxes[:, 2], boxes[:, 4], height)
     xs = sample_points(boxes[:, 1], boxes[:, 3], width)
-    y0 = np.floor(ys).astype(int)
-    x0 = np.floor(xs).astype(int)
-    fy, fx = (ys - y0)[:, :, None, None], (xs - x0)[:, None, :, None]
+    y0 = np.floor(ys).astype(np.intp)
+    x0 = np.floor(xs).astype(np.intp)
+    fy = (ys - y0).astype(np.float32)[:, :, None, None]
+    fx = (xs - x0).astype(np.float32)[:, None, :, None]
+    # gathered from the uint8 photo by flat pixel index, then made float: not the whole photo made float
+    flat = rgb.reshape(-1, rgb.shape[2])
+    rows = [y.clip(0, height - 1) * width for y in (y0, y0 + 1)]
+    cols = [x.clip(0, width - 1) for x in (x0, x0 + 1)]
 
-    def at(y, x):  # gathered from the uint8 photo, then made float: not the whole photo made float
-        return rgb[y.clip(0, height - 1)[:, :, None], x.clip(0, width - 1)[:, None, :]].astype(np.float32)
+    def at(row, col):
+        return flat[row[:, :, None] + col[:, None, :]].astype(np.float32)
 
-    top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
-    bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
+    top = at(rows[0], cols[0]) * (1 - fx) + at(rows[0], cols[1]) * fx
+    bottom = at(rows[1], cols[0]) * (1 - fx) + at(rows[1], cols[1]) * fx
     out = top * (1 - fy) + bottom * fy
     outside = ((ys < 0) | (ys > height - 1))[:, :, None] | ((xs < 0) | (xs > width - 1))[:, None, :]
     out[outside] = fill
