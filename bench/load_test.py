@@ -22,12 +22,16 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psutil
 import requests
 from PIL import Image
 
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+#: Each photo's status is asked as the results page's script asks it: after 0.7 s, then 1.3 times later
+#: each time, at most every 4 s.
+POLL_FIRST_S, POLL_GROWTH, POLL_MOST_S = 0.7, 1.3, 4.0
 
 
 def photos() -> list[tuple[str, bytes]]:
@@ -51,6 +55,7 @@ class Figures:
     waits: list[float] = field(default_factory=list)  # seconds from the upload's answer to each photo done
     page: list[float] = field(default_factory=list)  # seconds per page or status answer while work waits
     queue: list[int] = field(default_factory=list)  # photos queued, as /healthz said
+    served: list[tuple[str, str]] = field(default_factory=list)  # each photo's created_at, finished_at
     failed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,7 +82,10 @@ def visitor(
     pending = set(ids)
     with figures.lock:
         figures.uploads.append(uploaded - began)
+    delay = POLL_FIRST_S
     while pending:
+        time.sleep(delay)  # as the results page's script polls (static/agegender/app.js, `poll`)
+        delay = min(delay * POLL_GROWTH, POLL_MOST_S)
         for prediction_id in list(pending):
             asked = time.perf_counter()
             status = session.get(f"{url}/p/{prediction_id}/status/", timeout=60).json()
@@ -88,7 +96,7 @@ def visitor(
                 with figures.lock:
                     figures.waits.append(time.perf_counter() - uploaded)
                     figures.failed += status["status"] == "failed"
-        time.sleep(0.5)
+                    figures.served.append((status["created_at"], status["finished_at"]))
 
 
 def prober(url: str, figures: Figures, stop: threading.Event, memory: MemoryWatch) -> None:
@@ -226,8 +234,13 @@ def main() -> None:
         f"({len(figures.page)} requests while work waited)"
     )
     print(f"upload answered → done (s):  {spread(figures.waits)}")
-    print(f"all done after {elapsed:.1f} s: {total / elapsed:.2f} photos/s; failed {figures.failed}; "
+    print(f"all done after {elapsed:.1f} s (as the visitors' polls saw it); failed {figures.failed}; "
           f"queue at most {max(figures.queue, default=0)} photos")  # fmt: skip
+    if figures.served:  # the site's own clock: from the first photo stored to the last one read
+        first = min(datetime.fromisoformat(created) for created, _ in figures.served)
+        last = max(datetime.fromisoformat(finished) for _, finished in figures.served)
+        span, count = (last - first).total_seconds(), len(figures.served)
+        print(f"read by the site: {count} photos in {span:.1f} s, {count / span:.2f} photos/s")
     for line in memory.lines():
         print(line)
     loads = " → ".join(", ".join(f"{v:.1f}" for v in load) for load in (load_before, os.getloadavg()))
