@@ -87,6 +87,10 @@ def test_make_run_restarts_a_dead_worker_keeps_the_web_runs_one_beat_and_leaves_
         worker = _until(lambda: pid_of("worker"), 60, "the worker running")
         beats = [cmd for cmd in _session(run.pid).values() if " beat " in f"{cmd} "]
         assert len(beats) == 1, beats
+        # gunicorn serves the pages' script and style itself (WhiteNoise, from static/ in development)
+        script = urllib.request.urlopen(f"http://127.0.0.1:{port}/static/agegender/app.js", timeout=10)
+        assert script.status == 200 and b"poll" in script.read()
+        assert any("gunicorn" in cmd for cmd in _session(run.pid).values())
 
         os.kill(worker, signal.SIGKILL)
         assert _answers(health)  # the web goes on
