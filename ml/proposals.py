@@ -18,7 +18,7 @@ the repository and runs on LiteRT (`ai-edge-litert`, Google's maintained TFLite 
 from __future__ import annotations
 
 from collections import OrderedDict
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +54,24 @@ def model_path() -> Path:
     return MODEL_DIR / MODEL_FILE
 
 
-@lru_cache(maxsize=16)
-def _anchors(height: int, width: int) -> np.ndarray:
-    """Centres of the grid of one anchor each (stride 4) of a look `height` × `width`, in its pixels."""
-    ys, xs = np.meshgrid(np.arange(height // 4) * 4 + 2.0, np.arange(width // 4) * 4 + 2.0, indexing="ij")
-    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
+@dataclass(frozen=True)
+class Look:
+    """BlazeFace ready for looks of one size: its interpreter, input and outputs (boxes and landmarks
+    (1, cells, 16), logits (1, cells, 1); a cell per 4×4 pixels), and the cells' centres in its pixels."""
+
+    interpreter: object
+    input: int
+    boxes: int
+    logits: int
+    anchors: np.ndarray
+
+    @classmethod
+    def of(cls, interpreter, height: int, width: int) -> Look:
+        outputs = sorted(interpreter.get_output_details(), key=lambda o: o["shape"][-1], reverse=True)
+        ys, xs = np.meshgrid(np.arange(height // 4) * 4 + 2.0, np.arange(width // 4) * 4 + 2.0, indexing="ij")
+        anchors = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
+        boxes, logits = (o["index"] for o in outputs)
+        return cls(interpreter, interpreter.get_input_details()[0]["index"], boxes, logits, anchors)
 
 
 class SizedModels:
@@ -87,10 +100,10 @@ class SizedModels:
             self._sizes.append((offset, INPUT_PX // int(size[0])))  # offset, the step's stride
         if len(self._sizes) != 3:
             raise ValueError(f"{MODEL_FILE}: expected three upsampling steps, found {len(self._sizes)}")
-        self._kept: OrderedDict[tuple[int, int], object] = OrderedDict()
+        self._kept: OrderedDict[tuple[int, int], Look] = OrderedDict()
 
-    def __call__(self, height: int, width: int):
-        """A ready interpreter for looks `height` × `width` (each a multiple of `STRIDE_PX`)."""
+    def __call__(self, height: int, width: int) -> Look:
+        """The network ready for looks `height` × `width` (each a multiple of `STRIDE_PX`)."""
         if height % STRIDE_PX or width % STRIDE_PX:
             raise ValueError(f"a look's sides are multiples of {STRIDE_PX}, not {height}×{width}")
         key = (height, width)
@@ -105,10 +118,10 @@ class SizedModels:
         interpreter = Interpreter(model_content=bytes(content), num_threads=self._threads)
         interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [1, height, width, 3])
         interpreter.allocate_tensors()
-        self._kept[key] = interpreter
+        self._kept[key] = look = Look.of(interpreter, height, width)
         if len(self._kept) > SIZED_KEPT:
             self._kept.popitem(last=False)
-        return interpreter
+        return look
 
 
 class BlazeFace:
@@ -128,38 +141,33 @@ class BlazeFace:
     def _read(self, pixels: np.ndarray, scale: float) -> np.ndarray:
         """BlazeFace on `pixels` (the photo scaled by `scale`): proposals in photo pixels."""
         height, width = (max(INPUT_PX, -(-side // STRIDE_PX) * STRIDE_PX) for side in pixels.shape[:2])
-        interpreter = self._models(height, width)
+        look = self._models(height, width)
         canvas = np.zeros((height, width, 3), np.float32)
         canvas[: pixels.shape[0], : pixels.shape[1]] = pixels.astype(np.float32) / 127.5 - 1.0
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], canvas[None])
-        interpreter.invoke()
-        # outputs (1, cells, 16) boxes and landmarks, (1, cells, 1) logits; cells = one per 4×4 pixels
-        outputs = sorted(interpreter.get_output_details(), key=lambda o: o["shape"][-1], reverse=True)
-        raw, logits = (interpreter.get_tensor(o["index"])[0] for o in outputs)
-        logits = logits[:, 0]
+        look.interpreter.set_tensor(look.input, canvas[None])
+        look.interpreter.invoke()
+        raw = look.interpreter.get_tensor(look.boxes)[0]
+        logits = look.interpreter.get_tensor(look.logits)[0, :, 0]
         best = np.argsort(-logits)[: MAX_PROPOSALS * len(logits) // (INPUT_PX // 4) ** 2]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits[best], -80, 80)))
         keep = best[scores >= MIN_SCORE]
         scores = scores[scores >= MIN_SCORE]
-        centre = _anchors(height, width)[keep] + raw[keep, :2]  # look pixels
+        centre = look.anchors[keep] + raw[keep, :2]  # look pixels
         half = raw[keep, 2:4] / 2
         boxes = np.concatenate([centre - half, centre + half], axis=1) / scale
         return np.concatenate([boxes, scores[:, None]], axis=1)
 
-    def propose(self, rgb: np.ndarray, tiled: bool = True, tile_px: int | None = None) -> np.ndarray:
-        """Proposals from the whole photo and, where it is larger than a tile (`TILE_PX`, or `tile_px`),
-        from a look at it scaled as such a tile is read, merged where they overlap (`MERGE_IOU`)."""
-        return self.looks(rgb, tile_px)[0] if tiled else merge(self.look(rgb))
+    def propose(self, rgb: np.ndarray) -> np.ndarray:
+        """Proposals from the whole photo and, where it is larger than a tile (`TILE_PX`), from a look at
+        it scaled as such a tile is read, merged where they overlap (`MERGE_IOU`)."""
+        return self.looks(rgb)[0]
 
-    def looks(self, rgb: np.ndarray, tile_px: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def looks(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """`propose`'s proposals, and the photo as its scaled look read it (None where the photo is no
         larger than a tile): a small copy that later searches of the photo scale again more cheaply."""
-        height, width = rgb.shape[:2]
-        tile_px = tile_px or TILE_PX
-        whole = INPUT_PX / max(height, width)
-        if max(height, width) <= tile_px:
-            return merge(self._read(_resized(rgb, whole), whole)), None
-        scale = INPUT_PX / tile_px
+        if max(rgb.shape[:2]) <= TILE_PX:
+            return merge(self.look(rgb)), None
+        scale, whole = INPUT_PX / TILE_PX, INPUT_PX / max(rgb.shape[:2])
         scaled = _resized(rgb, scale)
         found = [self._read(_resized(scaled, whole / scale), whole), self._read(scaled, scale)]
         return merge(np.concatenate(found, axis=0)), scaled

@@ -92,7 +92,7 @@ def test_a_sized_copy_of_the_network_answers_as_the_shipped_file_does_at_its_own
     shipped = Interpreter(model_path=str(model_path()))
     shipped.allocate_tensors()
     answers = []
-    for interpreter in (shipped, SizedModels()(INPUT_PX, INPUT_PX)):
+    for interpreter in (shipped, SizedModels()(INPUT_PX, INPUT_PX).interpreter):
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
         interpreter.invoke()
         answers.append([interpreter.get_tensor(o["index"]).copy() for o in interpreter.get_output_details()])
