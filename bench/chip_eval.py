@@ -2,7 +2,7 @@
 
     python bench/chip_eval.py ml/models/default runs/a runs/b [--cache-dir var/cache]
         [--ensemble] [--gender-by-bucket] [--gender-calibration] [--degrade blur|small|jpeg|grey|scan|cut]
-        [--groups] [--cydral]
+        [--scan-scale N] [--groups] [--cydral]
 
 For each model folder, the validation split's chips (the same cache `python -m ml train` reads, built on
 first use) go through `ml.training.chipsets.predict_chips` (the served test-time views, gender expert
@@ -19,8 +19,9 @@ widening for faces small in the photo needs the photo, so only end-to-end figure
 spoils every validation chip first, the way real uploads spoil faces, with PIL rather than the training
 augmentation's own code (`ml.training.augment.RandomDegrade`): `blur` a Gaussian of radius 1.5 px,
 `small` the chip shrunk to 24 px and enlarged back (a face of about 22 px in the photo), `jpeg`
-re-encoded at quality 20, `grey` black and white, `scan` as a scanned old print and `cut` cut by the
-photo's edge (`ml.training.scans`). `--groups` adds, per dataset and age group of the scanned-photo
+re-encoded at quality 20, `grey` black and white, `scan` as a scanned old print (spoilt where the face
+is `--scan-scale` times the chip's size, 4 by default) and `cut` cut by the photo's edge
+(`ml.training.scans`). `--groups` adds, per dataset and age group of the scanned-photo
 issue (0–2, 3–9, 10–19, 20–29, 30–44, 45+), the age MAE, mean signed error and gender accuracy;
 `--cydral` adds the Cydral networks alone on the same face chips (our model's own pretrained parts,
 the peer's networks). `--gender-calibration` adds, over both datasets,
@@ -140,14 +141,15 @@ def cydral_outputs(inputs: dict) -> dict:
     return {"age": ages, "gender": softmax(gender)[:, 1]}
 
 
-def degrade(chips: np.ndarray, kind: str, framing: str = "image") -> np.ndarray:
-    """Each uint8-range chip of (N, S, S, 3) spoilt by `kind` (see the module's docstring)."""
+def degrade(chips: np.ndarray, kind: str, framing: str = "image", scan_scale: int = 4) -> np.ndarray:
+    """Each uint8-range chip of (N, S, S, 3) spoilt by `kind` (see the module's docstring); a scan is
+    spoilt where the face is `scan_scale` times the chip's size."""
     import io
 
     from ml.training.scans import cut_chips, scan_chips
 
     if kind == "scan":
-        return scan_chips(chips).astype(chips.dtype)
+        return scan_chips(chips, scan_scale=scan_scale).astype(chips.dtype)
     if kind == "cut":  # the face framing shows our chip's middle enlarged about 1.6 times
         return cut_chips(chips, framing_scale=1.0 if framing == "image" else 1.609)
 
@@ -183,6 +185,13 @@ def main() -> None:
         "--degrade", choices=["blur", "small", "jpeg", "grey", "scan", "cut"], help="spoil the chips first"
     )
     parser.add_argument(
+        "--scan-scale",
+        type=int,
+        default=4,
+        help="with --degrade scan: the face's size in the spoilt print, in chips (2: as coarse, relative to"
+        " the face, as a whole 200-px dataset photo spoilt end to end)",
+    )
+    parser.add_argument(
         "--groups", action="store_true", help="also MAE, signed error and gender by age group"
     )
     parser.add_argument("--cydral", action="store_true", help="also the Cydral networks alone")
@@ -205,7 +214,7 @@ def main() -> None:
     buckets = np.array([age_bucket(age) for age in val_set.ages]) if args.gender_by_bucket else None
     inputs = val_set.inputs()
     if args.degrade:
-        inputs = {name: degrade(chips, args.degrade, name) for name, chips in inputs.items()}
+        inputs = {name: degrade(chips, args.degrade, name, args.scan_scale) for name, chips in inputs.items()}
     members, scales = [], []
     for folder in args.models:
         manifest = read_manifest(folder)  # checks the file against its sha256, as the predictor does
