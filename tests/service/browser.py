@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -15,6 +17,27 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 RESULT_STATUS = ("css selector", "#result .status")
 RESULT_BOXES = ("css selector", "#result .boxes .box")
 AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe.min.js"
+
+
+class PageWait(WebDriverWait):
+    """WebDriverWait whose condition is read again when a polling page swaps the node out mid-read.
+
+    Chromium reports that race as "Node with given id does not belong to the document", a generic
+    WebDriverException that WebDriverWait would raise at once (it failed a CI run); any other error
+    still fails the test at once."""
+
+    def until(self, method, message: str = ""):
+        def settled(driver):
+            try:
+                return method(driver)
+            except StaleElementReferenceException:
+                return False
+            except WebDriverException as error:
+                if "does not belong to the document" in str(error.msg):
+                    return False
+                raise
+
+        return super().until(settled, message)
 
 
 def start_chromium(*arguments: str) -> object:

@@ -25,22 +25,23 @@ def test_upload_then_boxes_appear_without_reload(
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     photo = tmp_path / "astronaut.jpg"
     photo.write_bytes(astronaut_jpeg)
     browser.get(live_server.url + "/")
     browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
-    WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#previews img")))
+    PageWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#previews img")))
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
+    PageWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
     prediction = Prediction.objects.get()
     assert browser.current_url == f"{live_server.url}/p/{prediction.id}/"
     browser.execute_script("window.__sameDocument = true;")  # survives only if the page is never reloaded
 
-    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
-    boxes = WebDriverWait(browser, 10).until(
+    PageWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
+    boxes = PageWait(browser, 10).until(
         ec.visibility_of_all_elements_located((By.CSS_SELECTOR, "#result .boxes .box"))
     )
     if screenshot := os.environ.get("AGEGENDER_SCREENSHOT"):  # `make screenshot` keeps the picture
@@ -72,18 +73,19 @@ def test_an_iphone_photo_shows_in_the_browser_with_its_box(
     shows a placeholder until the worker has read the photo, then its upright JPEG copy, the face boxed."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     photo = tmp_path / "IMG_0042.HEIC"
     photo.write_bytes(sideways_heic)
     browser.get(live_server.url + "/")
     browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
-    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "previews"), "no preview"))
+    PageWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "previews"), "no preview"))
     assert not browser.find_elements(By.CSS_SELECTOR, "#previews img")
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
-    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
-    WebDriverWait(browser, 10).until(ec.visibility_of_all_elements_located(RESULT_BOXES))
+    PageWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
+    PageWait(browser, 10).until(ec.visibility_of_all_elements_located(RESULT_BOXES))
     shown_script = (
         "var img = document.querySelector('#result .photo');"
         "if (!img.complete || !img.naturalWidth) return null;"
@@ -97,7 +99,7 @@ def test_an_iphone_photo_shows_in_the_browser_with_its_box(
     )
     # The placeholder is one grey (its red channel's spread about 0), the photo is not (about 80).
     spread = lambda driver: (driver.execute_script(shown_script) or [0, 0, 0])[2]  # noqa: E731
-    WebDriverWait(browser, 10).until(lambda driver: spread(driver) > 20)
+    PageWait(browser, 10).until(lambda driver: spread(driver) > 20)
     width, height, _ = browser.execute_script(shown_script)
     assert (width, height) == (384, 512)  # decoded by the browser, upright; not the grey placeholder
     assert "female" in browser.find_element(By.CSS_SELECTOR, "#result .faces").text
@@ -110,22 +112,23 @@ def test_a_close_crop_without_a_found_face_is_read_as_one_face_on_request(
     whole photo as one face, which the page then says was not detected."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     photo = tmp_path / "crop.jpg"
     photo.write_bytes(no_face_jpeg)
     choose_and_send(browser, live_server, photo)
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
+    PageWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
     offer = browser.find_element(By.CSS_SELECTOR, "#result .as-one-face")
     if browser.find_element(By.ID, "result").get_attribute("data-finished") == "false":
         assert not offer.is_displayed()  # hidden while the photo is being read
 
-    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
-    WebDriverWait(browser, 10).until(ec.visibility_of(offer))
+    PageWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
+    PageWait(browser, 10).until(ec.visibility_of(offer))
     assert "No face found" in browser.find_element(By.CSS_SELECTOR, "#result .faces").text
     offer.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
-    WebDriverWait(browser, 240).until(
+    PageWait(browser, 240).until(
         ec.text_to_be_present_in_element(
             (By.CSS_SELECTOR, "#result .faces"), "no face was detected: the whole photo was read as one"
         )
@@ -142,25 +145,25 @@ def test_a_photo_that_failed_through_our_fault_is_tried_again_on_request(
     own, and offers "Try again"; with the fault gone, pressing it gets the face."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from tests.conftest import Fault, retry_at_once
+    from tests.service.browser import PageWait
 
     retry_at_once(monkeypatch, settings, retries=1)
     monkeypatch.setattr("worker.tasks.renditions", Fault(times=2))
     photo = tmp_path / "astronaut.jpg"
     photo.write_bytes(astronaut_jpeg)
     choose_and_send(browser, live_server, photo)
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
+    PageWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
     offer = browser.find_element(By.CSS_SELECTOR, "#result .try-again")
 
-    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Failed"))
-    WebDriverWait(browser, 10).until(ec.visibility_of(offer))
+    PageWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Failed"))
+    PageWait(browser, 10).until(ec.visibility_of(offer))
     assert "Something went wrong" in browser.find_element(By.CSS_SELECTOR, "#result .faces").text
     offer.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
-    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
-    WebDriverWait(browser, 10).until(ec.visibility_of_element_located(RESULT_BOXES))
+    PageWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
+    PageWait(browser, 10).until(ec.visibility_of_element_located(RESULT_BOXES))
     assert "female" in browser.find_element(By.CSS_SELECTOR, "#result .faces").text
     assert not browser.find_element(By.CSS_SELECTOR, "#result .try-again").is_displayed()
 
@@ -172,26 +175,27 @@ def test_several_photos_show_their_faces_together_without_reload(
     its job finishes; a refused file is named with its reason on that page."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     files = {"astronaut.jpg": astronaut_jpeg, "gradient.jpg": no_face_jpeg, "notes.txt": b"not a photo"}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
     choose_and_send(browser, live_server, *(tmp_path / name for name in files))
 
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "summary")))
+    PageWait(browser, 30).until(ec.presence_of_element_located((By.ID, "summary")))
     astronaut = Prediction.objects.get(original_name="astronaut.jpg")
     gradient = Prediction.objects.get(original_name="gradient.jpg")
     assert browser.current_url == f"{live_server.url}/results/?ids={astronaut.id}%2C{gradient.id}"
     assert "notes.txt" in browser.find_element(By.CSS_SELECTOR, ".messages").text
     browser.execute_script("window.__sameDocument = true;")
 
-    WebDriverWait(browser, 240).until(
+    PageWait(browser, 240).until(
         ec.text_to_be_present_in_element((By.ID, "summary"), "2 of 2 photos finished · 1 face found")
     )
     cards = browser.find_elements(By.CSS_SELECTOR, "article.result")
     assert [card.find_element(By.TAG_NAME, "h2").text for card in cards] == ["astronaut.jpg", "gradient.jpg"]
-    WebDriverWait(browser, 10).until(lambda _: cards[0].find_element(By.CSS_SELECTOR, ".box").is_displayed())
+    PageWait(browser, 10).until(lambda _: cards[0].find_element(By.CSS_SELECTOR, ".box").is_displayed())
     assert len(cards[0].find_elements(By.CSS_SELECTOR, ".boxes .box")) == 1
     assert "female" in cards[0].find_element(By.CSS_SELECTOR, ".faces").text
     assert cards[0].find_element(By.CSS_SELECTOR, ".status").text == "Done"
@@ -209,23 +213,24 @@ def test_labels_that_would_cover_other_faces_are_cut_to_the_faces_number(
     next face, so it shows the face's number only; on a wide page, where it fits, all of it."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     photo = tmp_path / "grid.jpg"
     photo.write_bytes(face_grid_jpeg)
     choose_and_send(browser, live_server, photo)
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
-    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
+    PageWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
+    PageWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
     labels = lambda: [label.text for label in browser.find_elements(By.CSS_SELECTOR, "#result .box-label")]  # noqa: E731
     full = [f"{index} · female" for index in range(1, 9)]
     try:
         browser.set_window_size(390, 900)  # drawn by polling, then fitted as the window narrows
-        WebDriverWait(browser, 10).until(lambda _: labels() == [str(index) for index in range(1, 9)])
+        PageWait(browser, 10).until(lambda _: labels() == [str(index) for index in range(1, 9)])
 
         browser.refresh()  # drawn by the server, fitted as the page loads
-        WebDriverWait(browser, 10).until(lambda _: labels() == [str(index) for index in range(1, 9)])
+        PageWait(browser, 10).until(lambda _: labels() == [str(index) for index in range(1, 9)])
 
         browser.set_window_size(1280, 1000)
-        WebDriverWait(browser, 10).until(lambda _: [label.rsplit(" ", 1)[0] for label in labels()] == full)
+        PageWait(browser, 10).until(lambda _: [label.rsplit(" ", 1)[0] for label in labels()] == full)
     finally:
         browser.set_window_size(1280, 1000)

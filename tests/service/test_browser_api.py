@@ -30,12 +30,13 @@ def camera_browser() -> Iterator[object]:
 def test_a_snapshot_from_the_camera_is_uploaded_and_read(live_server, celery_worker, camera_browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     browser = camera_browser
     browser.get(live_server.url + "/")
-    WebDriverWait(browser, 10).until(ec.visibility_of_element_located((By.ID, "camera-open"))).click()
-    WebDriverWait(browser, 20).until(
+    PageWait(browser, 10).until(ec.visibility_of_element_located((By.ID, "camera-open"))).click()
+    PageWait(browser, 20).until(
         lambda b: b.execute_script("return document.getElementById('camera-video').videoWidth > 0")
     )
     assert browser.find_element(By.ID, "camera-video").is_displayed()  # the live preview
@@ -43,7 +44,7 @@ def test_a_snapshot_from_the_camera_is_uploaded_and_read(live_server, celery_wor
 
     browser.find_element(By.ID, "camera-snap").click()
 
-    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "previews"), "camera-1.jpg"))
+    PageWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "previews"), "camera-1.jpg"))
     assert browser.find_element(By.CSS_SELECTOR, "#previews img").is_displayed()
     assert not browser.find_element(By.ID, "camera-video").is_displayed()  # the camera is closed again
     assert browser.execute_script(
@@ -51,7 +52,7 @@ def test_a_snapshot_from_the_camera_is_uploaded_and_read(live_server, celery_wor
     )  # and released
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
-    WebDriverWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
+    PageWait(browser, 240).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
     prediction = Prediction.objects.get()
     assert prediction.original_name == "camera-1.jpg" and prediction.image.name.endswith(".jpg")
     assert (prediction.image_width, prediction.image_height) == (640, 480)  # Chromium's fake camera
@@ -62,7 +63,8 @@ def test_without_a_camera_api_the_page_offers_no_camera_and_still_uploads(
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     browser = browser_without_camera
     browser.get(live_server.url + "/")
@@ -73,7 +75,7 @@ def test_without_a_camera_api_the_page_offers_no_camera_and_still_uploads(
     photo.write_bytes(astronaut_jpeg)
     choose_and_send(browser, live_server, photo)
 
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
+    PageWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result")))
     assert browser.current_url == f"{live_server.url}/p/{Prediction.objects.get().id}/"
 
 
@@ -94,7 +96,8 @@ def test_the_tokens_page_and_the_api_docs_work_under_the_policy(
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     browser = camera_browser
     csp_violations(browser)  # forget earlier tests' messages
@@ -103,16 +106,14 @@ def test_the_tokens_page_and_the_api_docs_work_under_the_policy(
     browser.find_element(By.NAME, "username").send_keys("ada")
     browser.find_element(By.NAME, "password").send_keys("a-long-password-1")
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit], form input[type=submit]").submit()
-    WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.LINK_TEXT, "API tokens"))).click()
+    PageWait(browser, 10).until(ec.presence_of_element_located((By.LINK_TEXT, "API tokens"))).click()
     browser.find_element(By.NAME, "name").send_keys("laptop")
     browser.find_element(By.CSS_SELECTOR, ".token-form button[type=submit]").click()
-    key = WebDriverWait(browser, 10).until(ec.visibility_of_element_located((By.ID, "new-token-key"))).text
+    key = PageWait(browser, 10).until(ec.visibility_of_element_located((By.ID, "new-token-key"))).text
     assert key.startswith("ag_") and "laptop" in browser.find_element(By.CSS_SELECTOR, ".token-list").text
     assert accessibility_violations(browser) == []
 
     browser.get(live_server.url + "/api/docs/")  # Swagger UI, from the site's own static files
-    WebDriverWait(browser, 30).until(
-        ec.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .opblock"))
-    )
+    PageWait(browser, 30).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".swagger-ui .opblock")))
     assert "/api/v1/predictions/" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui").text
     assert csp_violations(browser) == []

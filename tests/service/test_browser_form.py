@@ -19,7 +19,8 @@ def test_pictures_pasted_on_the_upload_page_are_sent_like_chosen_photos(
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     paste = (
         "const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));"
@@ -30,14 +31,12 @@ def test_pictures_pasted_on_the_upload_page_are_sent_like_chosen_photos(
     browser.get(live_server.url + "/")
     for _ in range(2):
         browser.execute_script(paste, base64.b64encode(astronaut_jpeg).decode())
-    WebDriverWait(browser, 10).until(
-        lambda _: len(browser.find_elements(By.CSS_SELECTOR, "#previews img")) == 2
-    )
+    PageWait(browser, 10).until(lambda _: len(browser.find_elements(By.CSS_SELECTOR, "#previews img")) == 2)
     assert browser.find_element(By.ID, "previews").text.split() == ["pasted-1.jpg", "pasted-2.jpg"]
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "summary")))
-    WebDriverWait(browser, 240).until(
+    PageWait(browser, 30).until(ec.presence_of_element_located((By.ID, "summary")))
+    PageWait(browser, 240).until(
         ec.text_to_be_present_in_element((By.ID, "summary"), "2 of 2 photos finished · 2 faces found")
     )
     assert sorted(Prediction.objects.values_list("original_name", flat=True)) == [
@@ -50,7 +49,8 @@ def test_pictures_pasted_on_the_upload_page_are_sent_like_chosen_photos(
 def test_a_batch_of_refused_files_is_explained_on_the_form_without_leaving_it(live_server, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     (tmp_path / "notes.txt").write_bytes(b"not a photo")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
@@ -61,7 +61,7 @@ def test_a_batch_of_refused_files_is_explained_on_the_form_without_leaving_it(li
     )
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
-    section = WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "upload-errors")))
+    section = PageWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "upload-errors")))
     assert "Nothing was uploaded" in section.text
     assert "notes.txt" in section.text and "broken.jpg" in section.text
     assert browser.execute_script("return window.__sameDocument === true;")  # told in place
@@ -74,7 +74,8 @@ def test_choosing_more_photos_than_one_upload_takes_is_said_before_sending(
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     settings.AGEGENDER_MAX_FILES_PER_UPLOAD = 2
     paths = []
@@ -84,7 +85,7 @@ def test_choosing_more_photos_than_one_upload_takes_is_said_before_sending(
     browser.get(live_server.url + "/")
     browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys("\n".join(map(str, paths)))
     warning = "At most 2 photos at a time: you chose 3."
-    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "upload-progress"), warning))
+    PageWait(browser, 10).until(ec.text_to_be_present_in_element((By.ID, "upload-progress"), warning))
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     assert browser.find_element(By.ID, "upload-progress").text == warning
     assert browser.current_url == live_server.url + "/"
@@ -96,7 +97,8 @@ def test_too_many_photos_this_hour_is_said_on_the_form(
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     upload_allowance(1)
     paths = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
@@ -105,6 +107,6 @@ def test_too_many_photos_this_hour_is_said_on_the_form(
     browser.get(live_server.url + "/")
     browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys("\n".join(map(str, paths)))
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    section = WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "upload-errors")))
+    section = PageWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "upload-errors")))
     assert "Too many photos from your address: at most 1 an hour" in section.text
     assert Prediction.objects.count() == 0

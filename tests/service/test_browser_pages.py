@@ -21,8 +21,8 @@ def test_a_waiting_photos_page_counts_down_the_photos_ahead(live_server, browser
     """No worker here: rows are queued directly and finished by hand; the page's polling follows."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
+    from tests.service.browser import PageWait
     from tests.service.test_queue_position import queued
 
     others = [queued(astronaut_jpeg, f"{i}.jpg", seconds_ago=60 - i, session_key="other") for i in range(2)]
@@ -33,9 +33,9 @@ def test_a_waiting_photos_page_counts_down_the_photos_ahead(live_server, browser
     browser.execute_script("window.__sameDocument = true;")
 
     Prediction.objects.filter(pk=others[0].pk).update(status=Prediction.Status.DONE)
-    WebDriverWait(browser, 20).until(ec.text_to_be_present_in_element(waiting, "Waiting: 1 photo ahead"))
+    PageWait(browser, 20).until(ec.text_to_be_present_in_element(waiting, "Waiting: 1 photo ahead"))
     Prediction.objects.filter(pk=others[1].pk).update(status=Prediction.Status.FAILED)
-    WebDriverWait(browser, 20).until(ec.text_to_be_present_in_element(waiting, "Working on it…"))
+    PageWait(browser, 20).until(ec.text_to_be_present_in_element(waiting, "Working on it…"))
     assert browser.execute_script("return window.__sameDocument === true;")
 
 
@@ -46,9 +46,9 @@ def test_the_history_follows_a_waiting_photo_until_its_faces_are_read(
     done with its face count, its first faces and the worker's thumbnail."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from predictions import services
+    from tests.service.browser import PageWait
     from tests.service.test_queue_position import queued
 
     waiting = queued(face_grid_jpeg, "grid.jpg", seconds_ago=1)  # not sent: nothing reads it yet
@@ -58,17 +58,17 @@ def test_the_history_follows_a_waiting_photo_until_its_faces_are_read(
     browser.execute_script("window.__sameDocument = true;")
 
     services.prediction_rerun(prediction=waiting)  # sent now; the real worker reads it
-    WebDriverWait(browser, 240).until(
+    PageWait(browser, 240).until(
         ec.text_to_be_present_in_element((By.CSS_SELECTOR, "li.history-item .status"), "Done")
     )
-    WebDriverWait(browser, 10).until(
+    PageWait(browser, 10).until(
         ec.text_to_be_present_in_element((By.CSS_SELECTOR, "li.history-item .meta"), "8 faces · ")
     )
     first = Prediction.objects.get(pk=waiting.pk).faces.all()[:3]
     brief = ", ".join(f"{face.gender} {int(face.age + 0.5)}" for face in first) + ", +5 more"
     assert item.find_element(By.CSS_SELECTOR, ".faces-brief").text == brief
     thumb = item.find_element(By.CSS_SELECTOR, "img.thumb")
-    WebDriverWait(browser, 10).until(lambda _: browser.execute_script("return arguments[0].complete;", thumb))
+    PageWait(browser, 10).until(lambda _: browser.execute_script("return arguments[0].complete;", thumb))
     assert thumb.get_attribute("src").endswith("?done") and thumb.get_attribute("naturalWidth") != "520"
     assert browser.execute_script("return window.__sameDocument === true;")
 
@@ -79,8 +79,8 @@ def test_a_page_in_a_background_tab_stops_polling_until_shown(live_server, brows
     import time
 
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
+    from tests.service.browser import PageWait
     from tests.service.test_queue_position import queued
 
     mine = queued(astronaut_jpeg, "mine.jpg", seconds_ago=1)
@@ -92,7 +92,7 @@ def test_a_page_in_a_background_tab_stops_polling_until_shown(live_server, brows
         "Object.defineProperty(document, 'hidden', { get: function () { return window.__hidden; } });"
     )
     polls = lambda: browser.execute_script("return window.__polls;")  # noqa: E731
-    WebDriverWait(browser, 10).until(lambda _: polls() >= 2)
+    PageWait(browser, 10).until(lambda _: polls() >= 2)
 
     browser.execute_script("window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'));")
     hidden_at = polls()
@@ -100,9 +100,9 @@ def test_a_page_in_a_background_tab_stops_polling_until_shown(live_server, brows
     assert polls() == hidden_at
 
     browser.execute_script("window.__hidden = false; document.dispatchEvent(new Event('visibilitychange'));")
-    WebDriverWait(browser, 2).until(lambda _: polls() == hidden_at + 1)  # at once, not after a delay
+    PageWait(browser, 2).until(lambda _: polls() == hidden_at + 1)  # at once, not after a delay
     Prediction.objects.filter(pk=mine.pk).update(status=Prediction.Status.DONE)
-    WebDriverWait(browser, 10).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
+    PageWait(browser, 10).until(ec.text_to_be_present_in_element(RESULT_STATUS, "Done"))
 
 
 def test_pages_and_admin_run_under_the_content_security_policy(
@@ -111,18 +111,19 @@ def test_pages_and_admin_run_under_the_content_security_policy(
     """Every script the site and Django's admin use comes from the site itself: nothing is refused."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     csp_violations(browser)  # forget earlier tests' messages
     photo = tmp_path / "astronaut.jpg"
     photo.write_bytes(astronaut_jpeg)
     browser.get(live_server.url + "/")
     browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
-    WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#previews img")))
+    PageWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#previews img")))
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()  # the script's upload
-    WebDriverWait(browser, 240).until(ec.visibility_of_all_elements_located(RESULT_BOXES))
+    PageWait(browser, 240).until(ec.visibility_of_all_elements_located(RESULT_BOXES))
     browser.get(live_server.url + "/history/")
-    WebDriverWait(browser, 10).until(
+    PageWait(browser, 10).until(
         lambda b: b.execute_script("return document.querySelector('.thumb').complete")
     )
     assert "Content-Security-Policy" not in browser.page_source  # a header, not a meta tag
@@ -134,9 +135,9 @@ def test_pages_and_admin_run_under_the_content_security_policy(
     browser.find_element(By.NAME, "username").send_keys("root")
     browser.find_element(By.NAME, "password").send_keys("a-long-password-123")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "user-tools")))  # signed in
+    PageWait(browser, 30).until(ec.presence_of_element_located((By.ID, "user-tools")))  # signed in
     browser.get(live_server.url + "/admin/predictions/prediction/")
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result_list")))
+    PageWait(browser, 30).until(ec.presence_of_element_located((By.ID, "result_list")))
     browser.find_element(By.ID, "action-toggle").click()  # the admin's own script ticks every row
     assert all(box.is_selected() for box in browser.find_elements(By.CSS_SELECTOR, "input.action-select"))
     assert csp_violations(browser) == []
@@ -149,7 +150,8 @@ def test_our_pages_pass_an_accessibility_audit(
     the results of several photos (waiting and done), one photo's page, the history, the account pages."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.service.browser import PageWait
 
     for name, content in {"astronaut.jpg": astronaut_jpeg, "gradient.jpg": no_face_jpeg}.items():
         (tmp_path / name).write_bytes(content)
@@ -159,12 +161,12 @@ def test_our_pages_pass_an_accessibility_audit(
     browser.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(
         f"{tmp_path / 'astronaut.jpg'}\n{tmp_path / 'gradient.jpg'}"
     )
-    WebDriverWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#previews img")))
+    PageWait(browser, 10).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#previews img")))
     found["upload, photos chosen"] = accessibility_violations(browser)
     browser.find_element(By.CSS_SELECTOR, "button.primary[type=submit]").click()
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "summary")))
+    PageWait(browser, 30).until(ec.presence_of_element_located((By.ID, "summary")))
     found["results, waiting"] = accessibility_violations(browser)
-    WebDriverWait(browser, 240).until(
+    PageWait(browser, 240).until(
         ec.text_to_be_present_in_element((By.ID, "summary"), "2 of 2 photos finished")
     )
     found["results, done"] = accessibility_violations(browser)
