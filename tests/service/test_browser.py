@@ -11,6 +11,7 @@ from predictions.models import Prediction
 from tests.service.browser import (  # the `noqa` ones re-exported for code importing them from here
     RESULT_BOXES,
     RESULT_STATUS,
+    PageWait,
     accessibility_violations,  # noqa: F401
     choose_and_send,
     csp_violations,  # noqa: F401
@@ -25,8 +26,6 @@ def test_upload_then_boxes_appear_without_reload(
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-
-    from tests.service.browser import PageWait
 
     photo = tmp_path / "astronaut.jpg"
     photo.write_bytes(astronaut_jpeg)
@@ -74,8 +73,6 @@ def test_an_iphone_photo_shows_in_the_browser_with_its_box(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
-    from tests.service.browser import PageWait
-
     photo = tmp_path / "IMG_0042.HEIC"
     photo.write_bytes(sideways_heic)
     browser.get(live_server.url + "/")
@@ -113,8 +110,6 @@ def test_a_close_crop_without_a_found_face_is_read_as_one_face_on_request(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
-    from tests.service.browser import PageWait
-
     photo = tmp_path / "crop.jpg"
     photo.write_bytes(no_face_jpeg)
     choose_and_send(browser, live_server, photo)
@@ -147,7 +142,6 @@ def test_a_photo_that_failed_through_our_fault_is_tried_again_on_request(
     from selenium.webdriver.support import expected_conditions as ec
 
     from tests.conftest import Fault, retry_at_once
-    from tests.service.browser import PageWait
 
     retry_at_once(monkeypatch, settings, retries=1)
     monkeypatch.setattr("worker.tasks.renditions", Fault(times=2))
@@ -175,8 +169,6 @@ def test_several_photos_show_their_faces_together_without_reload(
     its job finishes; a refused file is named with its reason on that page."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-
-    from tests.service.browser import PageWait
 
     files = {"astronaut.jpg": astronaut_jpeg, "gradient.jpg": no_face_jpeg, "notes.txt": b"not a photo"}
     for name, content in files.items():
@@ -213,8 +205,6 @@ def test_labels_that_would_cover_other_faces_are_cut_to_the_faces_number(
     next face, so it shows the face's number only; on a wide page, where it fits, all of it."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-
-    from tests.service.browser import PageWait
 
     photo = tmp_path / "grid.jpg"
     photo.write_bytes(face_grid_jpeg)

@@ -10,6 +10,7 @@ import pytest
 from predictions.models import Prediction
 from tests.service.browser import (
     RESULT_STATUS,
+    PageWait,
     accessibility_violations,
     choose_and_send,
     csp_violations,
@@ -30,8 +31,6 @@ def camera_browser() -> Iterator[object]:
 def test_a_snapshot_from_the_camera_is_uploaded_and_read(live_server, celery_worker, camera_browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-
-    from tests.service.browser import PageWait
 
     browser = camera_browser
     browser.get(live_server.url + "/")
@@ -64,8 +63,6 @@ def test_without_a_camera_api_the_page_offers_no_camera_and_still_uploads(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
-    from tests.service.browser import PageWait
-
     browser = browser_without_camera
     browser.get(live_server.url + "/")
     assert "js" in browser.find_element(By.TAG_NAME, "html").get_attribute("class")  # the script ran
@@ -96,8 +93,6 @@ def test_the_tokens_page_and_the_api_docs_work_under_the_policy(
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-
-    from tests.service.browser import PageWait
 
     browser = camera_browser
     csp_violations(browser)  # forget earlier tests' messages

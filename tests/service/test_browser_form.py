@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from predictions.models import Prediction
+from tests.service.browser import PageWait
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.slow]
 
@@ -19,8 +20,6 @@ def test_pictures_pasted_on_the_upload_page_are_sent_like_chosen_photos(
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-
-    from tests.service.browser import PageWait
 
     paste = (
         "const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));"
@@ -50,8 +49,6 @@ def test_a_batch_of_refused_files_is_explained_on_the_form_without_leaving_it(li
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
-    from tests.service.browser import PageWait
-
     (tmp_path / "notes.txt").write_bytes(b"not a photo")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     browser.get(live_server.url + "/")
@@ -75,8 +72,6 @@ def test_choosing_more_photos_than_one_upload_takes_is_said_before_sending(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
-    from tests.service.browser import PageWait
-
     settings.AGEGENDER_MAX_FILES_PER_UPLOAD = 2
     paths = []
     for i in range(3):
@@ -97,8 +92,6 @@ def test_too_many_photos_this_hour_is_said_on_the_form(
 ):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-
-    from tests.service.browser import PageWait
 
     upload_allowance(1)
     paths = [tmp_path / "a.jpg", tmp_path / "b.jpg"]

@@ -9,6 +9,7 @@ from predictions.models import Prediction
 from tests.service.browser import (
     RESULT_BOXES,
     RESULT_STATUS,
+    PageWait,
     accessibility_violations,
     csp_violations,
     open_as_visitor,
@@ -22,7 +23,6 @@ def test_a_waiting_photos_page_counts_down_the_photos_ahead(live_server, browser
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
 
-    from tests.service.browser import PageWait
     from tests.service.test_queue_position import queued
 
     others = [queued(astronaut_jpeg, f"{i}.jpg", seconds_ago=60 - i, session_key="other") for i in range(2)]
@@ -48,7 +48,6 @@ def test_the_history_follows_a_waiting_photo_until_its_faces_are_read(
     from selenium.webdriver.support import expected_conditions as ec
 
     from predictions import services
-    from tests.service.browser import PageWait
     from tests.service.test_queue_position import queued
 
     waiting = queued(face_grid_jpeg, "grid.jpg", seconds_ago=1)  # not sent: nothing reads it yet
@@ -80,7 +79,6 @@ def test_a_page_in_a_background_tab_stops_polling_until_shown(live_server, brows
 
     from selenium.webdriver.support import expected_conditions as ec
 
-    from tests.service.browser import PageWait
     from tests.service.test_queue_position import queued
 
     mine = queued(astronaut_jpeg, "mine.jpg", seconds_ago=1)
@@ -111,8 +109,6 @@ def test_pages_and_admin_run_under_the_content_security_policy(
     """Every script the site and Django's admin use comes from the site itself: nothing is refused."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-
-    from tests.service.browser import PageWait
 
     csp_violations(browser)  # forget earlier tests' messages
     photo = tmp_path / "astronaut.jpg"
@@ -150,8 +146,6 @@ def test_our_pages_pass_an_accessibility_audit(
     the results of several photos (waiting and done), one photo's page, the history, the account pages."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-
-    from tests.service.browser import PageWait
 
     for name, content in {"astronaut.jpg": astronaut_jpeg, "gradient.jpg": no_face_jpeg}.items():
         (tmp_path / name).write_bytes(content)
